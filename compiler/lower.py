@@ -1,0 +1,656 @@
+"""Lower a validated descriptor into the IR the templates render: Python fragments, sorted."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import re
+from pathlib import Path
+
+from compiler.dsl import DslSyntaxError, Node, Spread, parse
+from compiler.kinds import declared_fields, required_fields
+from compiler.schema import Channel, Descriptor, Parse
+from compiler.translate import RESERVED, Constants, Scope, Translator, uses_name
+from compiler.translate import valid_variable_name
+
+TomlPath = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class PathProblem:
+    """A problem located by TOML path, optionally at offsets inside the string there."""
+
+    path: TomlPath
+    code: str
+    message: str
+    start: int | None = None
+    end: int | None = None
+    severity: str = "error"
+    at_key: bool = False
+
+
+@dataclass
+class Function:
+    """One generated function: ``def name(params) -> returns:`` + docstring + body lines."""
+
+    name: str
+    params: str
+    returns: str
+    doc: str
+    body: list[str]
+
+
+@dataclass
+class ModuleIR:
+    """Everything the module template needs, precomputed."""
+
+    exchange_id: str
+    exchange_name: str
+    descriptor: str
+    symbol_rules: str
+    constants: list[tuple[str, str]]
+    functions: list[Function]
+    routes: list[str]
+    spec: str
+
+
+@dataclass
+class _Route:
+    condition: str
+    entry: str
+
+
+def _call(func: str, *args: str, **kwargs: str | None) -> str:
+    """Render ``func(a, k=v)`` omitting keyword arguments whose value is None."""
+    parts = list(args) + [f"{k}={v}" for k, v in kwargs.items() if v is not None]
+    return f"{func}({', '.join(parts)})"
+
+
+def _tuple(items: list[str]) -> str:
+    return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+
+
+def _dict(items: list[tuple[str, str]]) -> str:
+    return "{" + ", ".join(f"{k!r}: {v}" for k, v in items) + "}"
+
+
+_SAFE_LOOKUP = re.compile(r"rt\.(?:path|get)\(m(?:, (?:'[^'\\]*'|-?\d+))+\)")
+
+
+def _shared_lookups(routes: list[_Route]) -> list[str]:
+    """Hoist safe lookups used by several routing rules into locals (they are pure)."""
+    counts: dict[str, int] = {}
+    for r in routes:
+        for found in _SAFE_LOOKUP.findall(r.condition):
+            counts[found] = counts.get(found, 0) + 1
+    shared = [code for code, n in counts.items() if n > 1]
+    body = []
+    for i, code in enumerate(shared, 1):
+        name = f"v{i}"
+        body.append(f"{name} = {code}")
+        for r in routes:
+            r.condition = r.condition.replace(code, name)
+    return body
+
+
+class Lowerer:
+    """Builds a :class:`ModuleIR` and collects every problem found on the way."""
+
+    def __init__(self, desc: Descriptor, descriptor_path: str, source_dir: Path) -> None:
+        self.desc = desc
+        self.descriptor_path = descriptor_path
+        self.source_dir = source_dir
+        self.problems: list[PathProblem] = []
+        self.constants = Constants()
+        self.functions: list[Function] = []
+
+    # -- expressions ---------------------------------------------------------------------
+    def parse_expr(self, path: TomlPath, source: str) -> Node | None:
+        try:
+            return parse(source)
+        except DslSyntaxError as exc:
+            end = min(exc.offset + 1, len(source))
+            self.problems.append(PathProblem(path, "E200", exc.message, exc.offset, end))
+            return None
+
+    def translate(self, path: TomlPath, node: Node | None, scope: Scope) -> str:
+        if node is None:
+            return "None"
+        translator = Translator(scope, self.constants)
+        code = translator.translate(node)
+        for p in translator.problems:
+            self.problems.append(PathProblem(path, p.code, p.message, p.start, p.end))
+        return code
+
+    def expr(self, path: TomlPath, source: str, scope: Scope) -> str:
+        return self.translate(path, self.parse_expr(path, source), scope)
+
+    def error(self, path: TomlPath, code: str, message: str, *, at_key: bool = False) -> None:
+        self.problems.append(PathProblem(path, code, message, at_key=at_key))
+
+    # -- scopes --------------------------------------------------------------------------
+    @staticmethod
+    def message_scope(*, safe: bool = False, extra: dict[str, str] | None = None) -> Scope:
+        return Scope(
+            variables=dict(extra or {}), root="m", fields=True, safe=safe, has_ctx=True
+        )
+
+    def function(self, name: str, params: str, returns: str, doc: str, body: list[str]) -> str:
+        self.functions.append(Function(name, params, returns, doc, body))
+        return name
+
+    def expr_function(
+        self, name: str, params: str, returns: str, doc: str, path: TomlPath, source: str,
+        scope: Scope,
+    ) -> str:
+        code = self.expr(path, source, scope)
+        return self.function(name, params, returns, doc, [f"return {code}"])
+
+    # -- the module ----------------------------------------------------------------------
+    def lower(self) -> ModuleIR:
+        d = self.desc
+        routes: list[_Route] = []
+        self._check_references()
+        self._lower_control(routes)
+        channel_specs: list[tuple[str, str]] = []
+        for name, channel in d.channels.items():
+            channel_specs.append((name, self._lower_channel(name, channel, routes)))
+        subscribe = self._lower_subscribe()
+        rest = self._lower_rest()
+        bootstrap = self._lower_bootstrap()
+        route_fn = self._route_function(routes)
+        endpoints = [
+            (
+                name,
+                _call(
+                    "rt.WsEndpointSpec",
+                    urls=_tuple([repr(u) for u in ep.urls]),
+                    compression=repr(ep.compression),
+                    max_streams=repr(ep.max_streams) if ep.max_streams else None,
+                    max_outbound_per_second=(
+                        repr(ep.max_outbound_per_second) if ep.max_outbound_per_second else None
+                    ),
+                    idle_timeout=repr(ep.idle_timeout),
+                    max_lifetime=repr(ep.max_lifetime) if ep.max_lifetime else None,
+                ),
+            )
+            for name, ep in d.websocket.endpoints.items()
+        ]
+        signing = None
+        if d.signing is not None:
+            s = d.signing
+            signing = _call(
+                "rt.SigningSpec",
+                scheme=repr(s.scheme),
+                key_env=repr(s.key_env),
+                secret_env=repr(s.secret_env),
+                passphrase_env=repr(s.passphrase_env) if s.passphrase_env else None,
+            )
+        spec = _call(
+            "rt.ExchangeSpec",
+            id=repr(d.exchange.id),
+            name=repr(d.exchange.name),
+            descriptor=repr(self.descriptor_path),
+            symbols="SYMBOLS",
+            route=route_fn,
+            routes="ROUTES",
+            endpoints=_dict(endpoints),
+            subscribe=subscribe,
+            channels=_dict(channel_specs),
+            ack=self._lower_ack(),
+            error=self._lower_error(),
+            keepalive=self._lower_keepalive(),
+            bootstrap=bootstrap,
+            rest=rest,
+            signing=signing,
+            symbol_map_file=repr(d.symbols.symbol_map_file) if d.symbols.symbol_map_file else None,
+        )
+        sym = d.symbols
+        symbol_rules = _call(
+            "rt.SymbolRules",
+            separator=repr(sym.separator),
+            case=repr(sym.case),
+            quotes=_tuple([repr(q) for q in sym.quotes]) if sym.quotes else None,
+            aliases=repr(dict(sorted(sym.aliases.items()))) if sym.aliases else None,
+            suffixes=repr(dict(sorted(sym.suffixes.items()))) if sym.suffixes else None,
+        )
+        return ModuleIR(
+            exchange_id=d.exchange.id,
+            exchange_name=d.exchange.name,
+            descriptor=self.descriptor_path,
+            symbol_rules=symbol_rules,
+            constants=list(self.constants.items()),
+            functions=self.functions,
+            routes=[r.entry for r in routes],
+            spec=spec,
+        )
+
+    # -- checks across sections -----------------------------------------------------------
+    def _check_references(self) -> None:
+        d = self.desc
+        rest_eps = d.rest.endpoints if d.rest else {}
+        sub = d.websocket.subscribe
+        if sub.mode == "message" and sub.message is None:
+            self.error(("websocket", "subscribe"), "E308", "mode 'message' needs 'message'")
+        if sub.mode == "url" and sub.url is None:
+            self.error(("websocket", "subscribe"), "E308", "mode 'url' needs 'url'")
+        ack = d.websocket.ack
+        if ack is not None and ack.per == "topic":
+            if ack.key is None:
+                self.error(("websocket", "ack"), "E308", "per = 'topic' needs 'key'")
+            for name, ch in d.channels.items():
+                if ch.ack_key is None:
+                    self.error(
+                        ("channels", name), "E308", "ack per topic: each channel needs 'ack_key'"
+                    )
+        if ack is not None and (ack.bind_key is None) != (ack.bind_value is None):
+            self.error(("websocket", "ack"), "E308", "'bind_key' and 'bind_value' go together")
+        boot = d.websocket.bootstrap
+        if boot is not None and boot.endpoint not in rest_eps:
+            self.error(
+                ("websocket", "bootstrap", "endpoint"),
+                "E304",
+                f"rest endpoint '{boot.endpoint}' is not defined in [rest.endpoints]",
+            )
+        if d.rest is not None and d.rest.time_endpoint and d.rest.time_endpoint not in rest_eps:
+            self.error(
+                ("rest", "time_endpoint"),
+                "E304",
+                f"rest endpoint '{d.rest.time_endpoint}' is not defined in [rest.endpoints]",
+            )
+        for name, ep in rest_eps.items():
+            if (ep.parse is None) != (ep.channel is None):
+                self.error(
+                    ("rest", "endpoints", name), "E308", "'channel' and 'parse' go together"
+                )
+            if ep.channel is not None and ep.channel not in d.channels:
+                self.error(
+                    ("rest", "endpoints", name, "channel"),
+                    "E304",
+                    f"channel '{ep.channel}' is not defined in [channels]",
+                )
+        if d.signing is None and any(ep.signed for ep in rest_eps.values()):
+            self.error(("rest",), "E308", "a signed endpoint needs a [signing] section")
+        if d.symbols.symbol_map_file is not None:
+            if not (self.source_dir / d.symbols.symbol_map_file).is_file():
+                self.problems.append(
+                    PathProblem(
+                        ("symbols", "symbol_map_file"),
+                        "W001",
+                        f"symbol_map_file '{d.symbols.symbol_map_file}' does not exist "
+                        f"(relative to {self.source_dir})",
+                        severity="warning",
+                    )
+                )
+
+    # -- control messages --------------------------------------------------------------------
+    def _route(self, routes: list[_Route], path: TomlPath, source: str, entry: str) -> None:
+        cond = self.expr(path, source, self.message_scope(safe=True))
+        routes.append(_Route(cond, entry))
+
+    def _lower_control(self, routes: list[_Route]) -> None:
+        ws = self.desc.websocket
+        ka = ws.keepalive
+        if ka.server_ping is not None:
+            self._route(routes, ("websocket", "keepalive", "server_ping", "match"),
+                        ka.server_ping.match, 'rt.Route("ping")')
+        if ka.pong is not None:
+            self._route(routes, ("websocket", "keepalive", "pong"), ka.pong, 'rt.Route("pong")')
+        if ws.error is not None:
+            self._route(routes, ("websocket", "error", "match"), ws.error.match,
+                        'rt.Route("error")')
+        if ws.ack is not None:
+            self._route(routes, ("websocket", "ack", "match"), ws.ack.match, 'rt.Route("ack")')
+        for kind in ("heartbeat", "info", "reconnect"):
+            source = getattr(ws.control, kind)
+            if source is not None:
+                self._route(routes, ("websocket", "control", kind), source,
+                            f'rt.Route("{kind}")')
+
+    def _route_function(self, routes: list[_Route]) -> str:
+        body = _shared_lookups(routes)
+        for i, r in enumerate(routes):
+            body += [f"if {r.condition}:", f"    return {i}"]
+        body.append("return -1")
+        return self.function(
+            "route", "m: Any, ctx: rt.Context", "int",
+            "Index into ROUTES of the first rule that matches ``m``, or -1 when none does.",
+            body,
+        )
+
+    def _lower_ack(self) -> str | None:
+        ack = self.desc.websocket.ack
+        if ack is None:
+            return None
+        base = ("websocket", "ack")
+        scope = self.message_scope
+
+        def one(attr: str, returns: str = "Any") -> str | None:
+            source = getattr(ack, attr)
+            if source is None:
+                return None
+            return self.expr_function(
+                f"ack_{attr}", "m: Any", returns, f"ACK rule '{attr}' applied to an ACK.",
+                (*base, attr), source, scope(),
+            )
+
+        return _call(
+            "rt.AckSpec",
+            per=repr(ack.per),
+            timeout=repr(ack.timeout),
+            id=one("id"),
+            key=one("key"),
+            ok=one("ok", "bool"),
+            reason=one("reason"),
+            bind_key=one("bind_key"),
+            bind_value=one("bind_value"),
+        )
+
+    def _lower_error(self) -> str | None:
+        err = self.desc.websocket.error
+        if err is None:
+            return None
+        fns: dict[str, str | None] = {}
+        for attr in ("reason", "id"):
+            source = getattr(err, attr)
+            fns[attr] = None if source is None else self.expr_function(
+                f"error_{attr}", "m: Any", "Any", f"The {attr} an error message carries.",
+                ("websocket", "error", attr), source, self.message_scope(),
+            )
+        return _call("rt.ErrorSpec", reason=fns["reason"], id=fns["id"])
+
+    def _lower_keepalive(self) -> str | None:
+        ka = self.desc.websocket.keepalive
+        base = ("websocket", "keepalive")
+        ping = reply = None
+        if ka.client_ping is not None:
+            scope = Scope(variables={"req_id": "req_id"}, generator=True)
+            ping = self.expr_function(
+                "client_ping", "req_id: int", "Any", "The keepalive message the client sends.",
+                (*base, "client_ping", "message"), ka.client_ping.message, scope,
+            )
+        if ka.server_ping is not None:
+            reply = self.expr_function(
+                "server_ping_reply", "m: Any", "Any", "The reply to a server ping ``m``.",
+                (*base, "server_ping", "reply"), ka.server_ping.reply, self.message_scope(),
+            )
+        if ping is None and reply is None and ka.protocol_ping_interval is None:
+            return None
+        return _call(
+            "rt.KeepaliveSpec",
+            client_ping_interval=repr(ka.client_ping.interval) if ka.client_ping else None,
+            client_ping=ping,
+            server_ping_reply=reply,
+            protocol_ping_interval=(
+                repr(ka.protocol_ping_interval) if ka.protocol_ping_interval else None
+            ),
+        )
+
+    def _lower_subscribe(self) -> str:
+        sub = self.desc.websocket.subscribe
+        base = ("websocket", "subscribe")
+        message = url = None
+        if sub.message is not None:
+            scope = Scope(
+                variables={n: n for n in ("topics", "key", "req_id", "symbols")}, generator=True
+            )
+            message = self.expr_function(
+                "subscribe_message",
+                "topics: list[Any], key: Any, req_id: int, symbols: list[str]",
+                "Any",
+                "One subscribe message for a chunk of topics.",
+                (*base, "message"), sub.message, scope,
+            )
+        if sub.url is not None:
+            scope = Scope(variables={"base": "base", "topics": "topics"}, generator=True)
+            url = self.expr_function(
+                "subscribe_url", "base: str, topics: list[Any]", "str",
+                "The connection URL that embeds ``topics``.",
+                (*base, "url"), sub.url, scope,
+            )
+        return _call(
+            "rt.SubscribeSpec",
+            mode=repr(sub.mode),
+            group=repr(sub.group),
+            chunk=repr(sub.chunk),
+            interval=repr(sub.interval),
+            message=message,
+            url=url,
+        )
+
+    # -- channels ----------------------------------------------------------------------
+    def _endpoint_of(self, name: str, channel: Channel) -> str:
+        eps = self.desc.websocket.endpoints
+        if channel.endpoint is not None:
+            if channel.endpoint not in eps:
+                self.error(
+                    ("channels", name, "endpoint"), "E304",
+                    f"websocket endpoint '{channel.endpoint}' is not defined; "
+                    f"defined: {', '.join(eps)}",
+                )
+            return channel.endpoint
+        if len(eps) > 1:
+            self.error(("channels", name), "E308",
+                       "several websocket endpoints exist: say which one with 'endpoint'")
+        return next(iter(eps))
+
+    def _lower_channel(self, name: str, ch: Channel, routes: list[_Route]) -> str:
+        base: TomlPath = ("channels", name)
+        endpoint = self._endpoint_of(name, ch)
+        topic_scope = Scope(variables={"raw": "raw", "symbol": "symbol"})
+        topic = self.expr_function(
+            f"topic_{name}", "raw: str, symbol: str", "Any",
+            f"The subscription topic of channel '{name}' for one symbol.",
+            (*base, "topic"), ch.topic, topic_scope,
+        )
+        key = None
+        if ch.key is not None:
+            key = self.expr_function(
+                f"key_{name}", "", "Any", f"The grouping key of channel '{name}'.",
+                (*base, "key"), ch.key, Scope(variables={}),
+            )
+        ack_key = None
+        if ch.ack_key is not None:
+            ack_key = self.expr_function(
+                f"ack_key_{name}", "raw: str, symbol: str, key: Any", "Any",
+                f"What an ACK for channel '{name}' and one symbol is matched on.",
+                (*base, "ack_key"), ch.ack_key,
+                Scope(variables={"raw": "raw", "symbol": "symbol", "key": "key"}),
+            )
+        parser = self._parser(f"parse_{name}", base, name, ch, ch.kind, rest=False)
+        self._route(routes, (*base, "match"), ch.match, f'rt.Route("data", {name!r}, {parser})')
+        sync = None
+        if ch.sync is not None:
+            if ch.kind != "book":
+                self.error((*base, "sync"), "E308", "'sync' applies to channels of kind 'book'")
+            s = ch.sync
+            if s.snapshot == "rest":
+                eps = self.desc.rest.endpoints if self.desc.rest else {}
+                if s.rest_endpoint is None:
+                    self.error((*base, "sync"), "E308", "snapshot 'rest' needs 'rest_endpoint'")
+                elif s.rest_endpoint not in eps:
+                    self.error((*base, "sync", "rest_endpoint"), "E304",
+                               f"rest endpoint '{s.rest_endpoint}' is not defined")
+                elif eps[s.rest_endpoint].channel != name:
+                    self.error((*base, "sync", "rest_endpoint"), "E308",
+                               f"rest endpoint '{s.rest_endpoint}' must set channel = '{name}'")
+            if s.checksum != "none" and "checksum" not in ch.fields:
+                self.error((*base, "fields"), "E305",
+                           f"checksum '{s.checksum}' needs a 'checksum' field")
+            sync = _call(
+                "rt.BookSyncSpec",
+                snapshot=repr(s.snapshot),
+                rest_endpoint=repr(s.rest_endpoint),
+                sequence=repr(s.sequence),
+                checksum=repr(s.checksum),
+                checksum_depth=repr(s.checksum_depth) if s.checksum_depth else None,
+                depth=repr(s.depth) if s.depth else None,
+            )
+        return _call(
+            "rt.ChannelSpec",
+            name=repr(name),
+            kind=repr(ch.kind),
+            endpoint=repr(endpoint),
+            topic=topic,
+            key=key,
+            ack_key=ack_key,
+            sync=sync,
+        )
+
+    def _parser(
+        self, fname: str, base: TomlPath, channel: str, p: Parse, kind: str, *, rest: bool
+    ) -> str:
+        """Generate the function turning one message into records of ``channel``."""
+        allowed = declared_fields(kind)
+        for f in p.fields:
+            if f not in allowed:
+                self.error((*base, "fields", f), "E306",
+                           f"'{f}' is not a field of kind '{kind}' (fields: {', '.join(allowed)})",
+                           at_key=True)
+        for f in required_fields(kind):
+            if f not in p.fields:
+                self.error((*base, "fields"), "E305", f"kind '{kind}' needs field '{f}'")
+        extra = {"query": "query"} if rest else {}
+        body: list[str] = []
+        lets: dict[str, str] = {}
+        for var, source in p.let.items():
+            if not valid_variable_name(var) or var.startswith("f_") or var in RESERVED | {"it"}:
+                self.error((*base, "let", var), "E307",
+                           f"'{var}' cannot be used as a variable name", at_key=True)
+            code = self.expr((*base, "let", var), source, self.message_scope(extra=extra | lets))
+            body.append(f"{var} = {code}")
+            lets[var] = var
+        scope_vars = extra | lets
+        each_node = None
+        if p.each is not None:
+            each_node = self.parse_expr((*base, "each"), p.each)
+            if isinstance(each_node, Spread):
+                each_node = each_node.obj
+        item_vars = scope_vars | ({"it": "it"} if each_node is not None else {})
+        where = None
+        if p.where is not None:
+            where = self.expr((*base, "where"), p.where, self.message_scope(extra=item_vars))
+        values: dict[str, str] = {}
+        hoisted: list[str] = []
+        for f in allowed:
+            if f not in p.fields:
+                continue
+            path = (*base, "fields", f)
+            node = self.parse_expr(path, p.fields[f])
+            code = self.translate(path, node, self.message_scope(extra=item_vars))
+            in_loop = node is not None and each_node is not None and uses_name(node, "it")
+            local = "symbol_raw" if f == "symbol" else f"f_{f}"
+            if f == "symbol" or (each_node is not None and not in_loop):
+                hoisted.append(f"{local} = {code}")
+                values[f] = local
+            else:
+                values[f] = code
+        record = self._record(channel, kind, values)
+        if each_node is None:
+            if where is not None:
+                body += [f"if not ({where}):", "    return []"]
+            body += hoisted
+            body.append(f"return [{record}]")
+        else:
+            source = self.translate((*base, "each"), each_node, self.message_scope(extra=scope_vars))
+            body += hoisted
+            body.append("out: list[rt.Record] = []")
+            body.append(f"for it in {source}:")
+            if where is not None:
+                body += [f"    if not ({where}):", "        continue"]
+            body.append(f"    out.append({record})")
+            body.append("return out")
+        params = (
+            "m: Any, query: Mapping[str, str], ts_recv: int, ctx: rt.Context"
+            if rest
+            else "m: Any, ts_recv: int, ctx: rt.Context"
+        )
+        what = "a REST reply" if rest else "one message"
+        return self.function(
+            fname, params, "list[rt.Record]",
+            f"Records of channel '{channel}' (kind {kind}) from {what}.", body,
+        )
+
+    @staticmethod
+    def _record(channel: str, kind: str, values: dict[str, str]) -> str:
+        items = [
+            ("exchange", "EXCHANGE"),
+            ("channel", repr(channel)),
+            ("symbol", "SYMBOLS.canonical(symbol_raw)"),
+            ("symbol_raw", "symbol_raw"),
+            ("ts_exchange", values.get("ts_exchange", "None")),
+            ("ts_recv", "ts_recv"),
+            ("seq", values.get("seq", "None")),
+        ]
+        for f in declared_fields(kind)[3:]:
+            items.append((f, values.get(f, "None")))
+        return "{" + ", ".join(f"{k!r}: {v}" for k, v in items) + "}"
+
+    # -- REST ------------------------------------------------------------------------------
+    def _lower_rest(self) -> str | None:
+        rest = self.desc.rest
+        if rest is None:
+            return None
+        eps: list[tuple[str, str]] = []
+        for name, ep in rest.endpoints.items():
+            base: TomlPath = ("rest", "endpoints", name)
+            params = None
+            if ep.params is not None:
+                params = self.expr_function(
+                    f"params_{name}", "raw: str, symbol: str", "dict[str, Any]",
+                    f"Query parameters of REST endpoint '{name}' for one symbol.",
+                    (*base, "params"), ep.params, Scope(variables={"raw": "raw", "symbol": "symbol"}),
+                )
+            parser = None
+            if ep.parse is not None and ep.channel is not None and ep.channel in self.desc.channels:
+                kind = self.desc.channels[ep.channel].kind
+                parser = self._parser(f"parse_rest_{name}", (*base, "parse"), ep.channel,
+                                      ep.parse, kind, rest=True)
+            eps.append((name, _call(
+                "rt.RestEndpointSpec",
+                name=repr(name),
+                method=repr(ep.method),
+                path=repr(ep.path),
+                weight=repr(ep.weight),
+                signed=repr(ep.signed) if ep.signed else None,
+                params=params,
+                channel=repr(ep.channel) if ep.channel else None,
+                parse=parser,
+            )))
+        rl = rest.rate_limit
+        return _call(
+            "rt.RestSpec",
+            base_urls=_tuple([repr(u) for u in rest.base_urls]),
+            rate_limit_weight=repr(rl.weight) if rl else None,
+            rate_limit_seconds=repr(rl.per_seconds) if rl else None,
+            time_endpoint=repr(rest.time_endpoint) if rest.time_endpoint else None,
+            endpoints=_dict(eps),
+        )
+
+    def _lower_bootstrap(self) -> str | None:
+        boot = self.desc.websocket.bootstrap
+        if boot is None:
+            return None
+        base = ("websocket", "bootstrap")
+        url = self.expr_function(
+            "bootstrap_url", "m: Any", "str", "The URL to connect to, from the bootstrap reply.",
+            (*base, "url"), boot.url, self.message_scope(),
+        )
+        interval = None
+        if boot.ping_interval is not None:
+            interval = self.expr_function(
+                "bootstrap_ping_interval", "m: Any", "Any",
+                "The client ping interval in seconds, from the bootstrap reply.",
+                (*base, "ping_interval"), boot.ping_interval, self.message_scope(),
+            )
+        return _call("rt.BootstrapSpec", endpoint=repr(boot.endpoint), url=url,
+                     ping_interval=interval)
+
+
+def lower(desc: Descriptor, descriptor_path: str, source_dir: Path) -> tuple[ModuleIR, list[PathProblem]]:
+    """Lower ``desc``; the IR is only meaningful when no error-severity problem is returned."""
+    lowerer = Lowerer(desc, descriptor_path, source_dir)
+    ir = lowerer.lower()
+    return ir, lowerer.problems
+
+
+__all__ = ["Function", "ModuleIR", "PathProblem", "lower"]

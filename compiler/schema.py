@@ -1,0 +1,213 @@
+"""Descriptor schema v1.4 as pydantic models. Strings typed ``Expr`` hold DSL expressions."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+SCHEMA_VERSION = "1.4"
+
+Expr = Annotated[str, "dsl"]
+"""A DSL expression (see docs/dsl-reference.md); parsed and checked by the compiler."""
+
+Ident = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$")]
+EnvVar = Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]*$")]
+Url = Annotated[str, StringConstraints(pattern=r"^(wss?|https?)://[^\s]+$")]
+
+ChannelKind = Literal[
+    "trades",
+    "book",
+    "ticker",
+    "candles",
+    "funding",
+    "open_interest",
+    "mark_price",
+    "liquidations",
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ExchangeInfo(_Model):
+    """Who the exchange is."""
+
+    id: Ident
+    name: str
+    market: Literal["spot", "derivatives", "mixed"] = "spot"
+    docs: list[str] = []
+
+
+class WsEndpoint(_Model):
+    """One WebSocket endpoint: a failover list of URLs tried in order."""
+
+    urls: list[Url] = Field(min_length=1)
+    compression: Literal["none", "gzip", "deflate"] = "none"
+    max_streams: int | None = Field(default=None, ge=1)
+    max_outbound_per_second: float | None = Field(default=None, gt=0)
+    idle_timeout: float = Field(default=30.0, gt=0)
+    max_lifetime: float | None = Field(default=None, gt=0)
+
+
+class Subscribe(_Model):
+    """How subscriptions are sent: messages built from topics, or streams embedded in the URL."""
+
+    mode: Literal["message", "url"] = "message"
+    group: Literal["all", "key", "symbol"] = "all"
+    chunk: int = Field(default=0, ge=0)
+    message: Expr | None = None
+    url: Expr | None = None
+    interval: float = Field(default=0.0, ge=0)
+
+
+class Ack(_Model):
+    """Which replies acknowledge a subscription and how they are matched to requests."""
+
+    match: Expr
+    per: Literal["message", "topic"] = "message"
+    id: Expr | None = None
+    key: Expr | None = None
+    ok: Expr | None = None
+    reason: Expr | None = None
+    timeout: float = Field(default=10.0, gt=0)
+    bind_key: Expr | None = None
+    bind_value: Expr | None = None
+
+
+class ErrorRule(_Model):
+    """Messages the exchange sends to report an error."""
+
+    match: Expr
+    reason: Expr | None = None
+    id: Expr | None = None
+
+
+class ClientPing(_Model):
+    interval: float = Field(gt=0)
+    message: Expr
+
+
+class ServerPing(_Model):
+    match: Expr
+    reply: Expr
+
+
+class Keepalive(_Model):
+    """Keepalive in its three forms."""
+
+    client_ping: ClientPing | None = None
+    server_ping: ServerPing | None = None
+    pong: Expr | None = None
+    protocol_ping_interval: float | None = Field(default=None, gt=0)
+
+
+class Control(_Model):
+    """Messages that carry no market data but are expected."""
+
+    heartbeat: Expr | None = None
+    info: Expr | None = None
+    reconnect: Expr | None = None
+
+
+class Bootstrap(_Model):
+    """A REST call made before connecting; its reply gives the URL to connect to."""
+
+    endpoint: Ident
+    url: Expr
+    ping_interval: Expr | None = None
+
+
+class WebSocket(_Model):
+    endpoints: dict[Ident, WsEndpoint] = Field(min_length=1)
+    subscribe: Subscribe
+    ack: Ack | None = None
+    error: ErrorRule | None = None
+    keepalive: Keepalive = Keepalive()
+    control: Control = Control()
+    bootstrap: Bootstrap | None = None
+
+
+class Parse(_Model):
+    """How one message becomes records: bindings, optional fan-out, filter, record fields."""
+
+    let: dict[Ident, Expr] = {}
+    each: Expr | None = None
+    where: Expr | None = None
+    fields: dict[Ident, Expr]
+
+
+class BookSync(_Model):
+    """Order-book sync rules (enforced by the runtime's book engine)."""
+
+    snapshot: Literal["first_message", "rest", "ws_request", "every_message"] = "first_message"
+    rest_endpoint: Ident | None = None
+    sequence: Literal["none", "contiguous", "straddle", "prev_seq", "monotonic"] = "none"
+    checksum: Literal["none", "okx_crc32", "kraken_crc32"] = "none"
+    checksum_depth: int | None = Field(default=None, ge=1)
+    depth: int | None = Field(default=None, ge=1)
+
+
+class Channel(Parse):
+    """One market-data channel: how to subscribe, how to recognise and parse its messages."""
+
+    kind: ChannelKind
+    endpoint: Ident | None = None
+    topic: Expr
+    key: Expr | None = None
+    ack_key: Expr | None = None
+    match: Expr
+    sync: BookSync | None = None
+
+
+class RestEndpoint(_Model):
+    method: Literal["GET", "POST", "PUT", "DELETE"] = "GET"
+    path: str = Field(pattern=r"^/")
+    params: Expr | None = None
+    weight: int = Field(default=1, ge=0)
+    signed: bool = False
+    channel: Ident | None = None
+    parse: Parse | None = None
+
+
+class RateLimit(_Model):
+    weight: int = Field(ge=1)
+    per_seconds: float = Field(gt=0)
+
+
+class Rest(_Model):
+    base_urls: list[Url] = Field(min_length=1)
+    rate_limit: RateLimit | None = None
+    time_endpoint: Ident | None = None
+    endpoints: dict[Ident, RestEndpoint] = {}
+
+
+class Signing(_Model):
+    scheme: Literal["hmac_sha256_hex", "hmac_sha256_base64"]
+    key_env: EnvVar
+    secret_env: EnvVar
+    passphrase_env: EnvVar | None = None
+
+
+class Symbols(_Model):
+    """Exchange symbols ↔ canonical ``BASE-QUOTE`` symbols."""
+
+    separator: str = "-"
+    case: Literal["upper", "lower", "keep"] = "upper"
+    quotes: list[str] = []
+    aliases: dict[str, str] = {}
+    suffixes: dict[str, str] = {}
+    symbol_map_file: str | None = None
+
+
+class Descriptor(_Model):
+    """One exchange, as described in ``descriptors/<id>.toml``."""
+
+    schema_: Literal["1.4"] = Field(alias="schema")
+    exchange: ExchangeInfo
+    symbols: Symbols = Symbols()
+    websocket: WebSocket
+    rest: Rest | None = None
+    signing: Signing | None = None
+    channels: dict[Ident, Channel] = Field(min_length=1)

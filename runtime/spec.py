@@ -1,0 +1,176 @@
+"""The contract between generated modules and the runtime: what a generated module exports."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from runtime.symbols import SymbolMapper
+
+API_VERSION = 1
+"""Bumped whenever this contract changes incompatibly; generated modules check it at import."""
+
+Record = dict[str, Any]
+"""One normalized record (see docs/records.md)."""
+
+RouteKind = Literal["data", "ack", "error", "ping", "pong", "heartbeat", "info", "reconnect"]
+
+
+class ApiVersionError(ImportError):
+    """A generated module was compiled for another runtime API version."""
+
+
+def require_api(version: int, module: str) -> None:
+    """Called at import by every generated module; fails when the runtime does not match."""
+    if version != API_VERSION:
+        raise ApiVersionError(
+            f"generated module {module!r} targets runtime API {version}, this runtime provides "
+            f"{API_VERSION}; run `mdgen compile descriptors/`"
+        )
+
+
+@dataclass
+class Context:
+    """Per-connection state visible to generated code (values bound from ACKs)."""
+
+    bound: dict[Any, Any] = field(default_factory=dict)
+
+
+Parser = Callable[[Any, int, Context], list[Record]]
+RestParser = Callable[[Any, Mapping[str, str], int, Context], list[Record]]
+Expr1 = Callable[[Any], Any]
+
+
+@dataclass(frozen=True)
+class Route:
+    """What a routed message is; ``parse`` is set for data routes."""
+
+    kind: RouteKind
+    channel: str | None = None
+    parse: Parser | None = None
+
+
+@dataclass(frozen=True)
+class WsEndpointSpec:
+    urls: tuple[str, ...]
+    compression: Literal["none", "gzip", "deflate"] = "none"
+    max_streams: int | None = None
+    max_outbound_per_second: float | None = None
+    idle_timeout: float = 30.0
+    max_lifetime: float | None = None
+
+
+@dataclass(frozen=True)
+class SubscribeSpec:
+    mode: Literal["message", "url"]
+    group: Literal["all", "key", "symbol"]
+    chunk: int
+    interval: float
+    message: Callable[[list[Any], Any, int, list[str]], Any] | None = None
+    url: Callable[[str, list[Any]], str] | None = None
+
+
+@dataclass(frozen=True)
+class AckSpec:
+    per: Literal["message", "topic"]
+    timeout: float
+    id: Expr1 | None = None
+    key: Expr1 | None = None
+    ok: Callable[[Any], bool] | None = None
+    reason: Expr1 | None = None
+    bind_key: Expr1 | None = None
+    bind_value: Expr1 | None = None
+
+
+@dataclass(frozen=True)
+class ErrorSpec:
+    reason: Expr1 | None = None
+    id: Expr1 | None = None
+
+
+@dataclass(frozen=True)
+class KeepaliveSpec:
+    client_ping_interval: float | None = None
+    client_ping: Callable[[int], Any] | None = None
+    server_ping_reply: Expr1 | None = None
+    protocol_ping_interval: float | None = None
+
+
+@dataclass(frozen=True)
+class BookSyncSpec:
+    snapshot: Literal["first_message", "rest", "ws_request", "every_message"]
+    rest_endpoint: str | None
+    sequence: Literal["none", "contiguous", "straddle", "prev_seq", "monotonic"]
+    checksum: Literal["none", "okx_crc32", "kraken_crc32"]
+    checksum_depth: int | None = None
+    depth: int | None = None
+
+
+@dataclass(frozen=True)
+class ChannelSpec:
+    name: str
+    kind: str
+    endpoint: str
+    topic: Callable[[str, str], Any]
+    key: Callable[[], Any] | None = None
+    ack_key: Callable[[str, str, Any], Any] | None = None
+    sync: BookSyncSpec | None = None
+
+
+@dataclass(frozen=True)
+class RestEndpointSpec:
+    name: str
+    method: str
+    path: str
+    weight: int
+    signed: bool = False
+    params: Callable[[str, str], dict[str, Any]] | None = None
+    channel: str | None = None
+    parse: RestParser | None = None
+
+
+@dataclass(frozen=True)
+class RestSpec:
+    base_urls: tuple[str, ...]
+    rate_limit_weight: int | None = None
+    rate_limit_seconds: float | None = None
+    time_endpoint: str | None = None
+    endpoints: Mapping[str, RestEndpointSpec] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BootstrapSpec:
+    endpoint: str
+    url: Callable[[Any], str]
+    ping_interval: Callable[[Any], Any] | None = None
+
+
+@dataclass(frozen=True)
+class SigningSpec:
+    scheme: Literal["hmac_sha256_hex", "hmac_sha256_base64"]
+    key_env: str
+    secret_env: str
+    passphrase_env: str | None = None
+
+
+@dataclass(frozen=True)
+class ExchangeSpec:
+    """Everything the runtime needs to collect from one exchange."""
+
+    id: str
+    name: str
+    descriptor: str
+    symbols: SymbolMapper
+    route: Callable[[Any, Context], int]
+    routes: tuple[Route, ...]
+    endpoints: Mapping[str, WsEndpointSpec]
+    subscribe: SubscribeSpec
+    channels: Mapping[str, ChannelSpec]
+    ack: AckSpec | None = None
+    error: ErrorSpec | None = None
+    keepalive: KeepaliveSpec = KeepaliveSpec()
+    bootstrap: BootstrapSpec | None = None
+    rest: RestSpec | None = None
+    signing: SigningSpec | None = None
+    symbol_map_file: str | None = None

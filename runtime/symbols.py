@@ -1,0 +1,144 @@
+"""Mapping between exchange raw symbols and canonical ``BASE-QUOTE[-EXTRA...]`` symbols."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+__all__ = ["SymbolError", "SymbolMapper", "SymbolRules"]
+
+_CANON_SEP: Final = "-"
+_CACHE_MAX: Final = 65536
+_PART_FULLMATCH: Final = re.compile(r"[^\s\-]+").fullmatch
+
+
+class SymbolError(ValueError):
+    """A symbol could not be converted."""
+
+
+@dataclass(frozen=True)
+class SymbolRules:
+    """How one exchange spells its symbols."""
+
+    separator: str = "-"
+    """Between base and quote in raw symbols: "" (BTCUSDT), "/" (XBT/USD), "_" (BTC_USDT)."""
+    case: Literal["upper", "lower", "keep"] = "upper"
+    """Case of raw symbols built from canonical ones."""
+    quotes: tuple[str, ...] = ()
+    """Known quote assets (raw codes) used to split concatenated raw symbols; longest wins."""
+    aliases: Mapping[str, str] = field(default_factory=dict)
+    """Exchange asset code -> canonical asset (XBT -> BTC); the first code wins for raw()."""
+    suffixes: Mapping[str, str] = field(default_factory=dict)
+    """Raw derivative suffix -> canonical suffix (SWAP -> PERP)."""
+    overrides: Mapping[str, str] = field(default_factory=dict)
+    """Raw symbol -> canonical symbol, checked before any rule."""
+
+
+class SymbolMapper:
+    """Convert raw exchange symbols to canonical ones and back, caching both directions."""
+
+    def __init__(self, rules: SymbolRules) -> None:
+        if rules.case not in ("upper", "lower", "keep"):
+            raise SymbolError(f"unknown case rule {rules.case!r}")
+        self.rules: Final = rules
+        self._sep = rules.separator
+        self._quotes = sorted(
+            dict.fromkeys(q.upper() for q in rules.quotes if q), key=len, reverse=True
+        )
+        self._alias = {k.upper(): v.upper() for k, v in rules.aliases.items()}
+        self._suffix = {k.upper(): v.upper() for k, v in rules.suffixes.items()}
+        self._override = {k.upper(): v.upper() for k, v in rules.overrides.items()}
+        self._rev_alias: dict[str, str] = {}
+        for code, asset in rules.aliases.items():
+            self._rev_alias.setdefault(asset.upper(), code)
+        self._rev_suffix: dict[str, str] = {}
+        for raw_sfx, sfx in rules.suffixes.items():
+            self._rev_suffix.setdefault(sfx.upper(), raw_sfx)
+        self._rev_override: dict[str, str] = {}
+        for raw_sym, canon in rules.overrides.items():
+            self._rev_override.setdefault(canon.upper(), raw_sym)
+        self._canonical: dict[str, str] = {}
+        self._raw: dict[str, str] = {}
+
+    def canonical(self, raw: str) -> str:
+        """Raw exchange symbol (any case) -> canonical symbol; a cache hit is one dict lookup."""
+        try:
+            return self._canonical[raw]
+        except (KeyError, TypeError):
+            return self._miss(self._canonical, self._to_canonical, raw)
+
+    def raw(self, canonical: str) -> str:
+        """Canonical symbol -> exchange raw symbol, the inverse of :meth:`canonical`."""
+        try:
+            return self._raw[canonical]
+        except (KeyError, TypeError):
+            return self._miss(self._raw, self._to_raw, canonical)
+
+    @staticmethod
+    def _miss(cache: dict[str, str], convert: Callable[[str], str], symbol: str) -> str:
+        """Convert ``symbol`` on a cache miss and cache the result (bounded cache)."""
+        try:
+            result = convert(symbol)
+        except SymbolError as exc:
+            raise exc from None  # hide the KeyError of the cache miss
+        if len(cache) >= _CACHE_MAX:
+            cache.clear()
+        cache[symbol] = result
+        return result
+
+    def _to_canonical(self, raw: str) -> str:
+        if type(raw) is not str:
+            raise SymbolError(f"raw symbol must be a str, got {type(raw).__name__}: {raw!r}")
+        upper = raw.upper()
+        override = self._override.get(upper)
+        if override is not None:
+            return override
+        sep = self._sep
+        parts = upper.split(sep) if sep and sep in upper else self._split_concat(raw, upper)
+        for part in parts:
+            if _PART_FULLMATCH(part) is None:
+                raise SymbolError(f"cannot parse raw symbol {raw!r}: bad part {part!r}")
+        alias, suffix = self._alias, self._suffix
+        out = [alias.get(parts[0], parts[0]), alias.get(parts[1], parts[1])]
+        out.extend(suffix.get(p, p) for p in parts[2:])
+        return _CANON_SEP.join(out)
+
+    def _split_concat(self, raw: str, upper: str) -> list[str]:
+        for quote in self._quotes:
+            if upper.endswith(quote) and len(upper) > len(quote):
+                return [upper[: -len(quote)], quote]
+        if self._sep:
+            raise SymbolError(f"cannot split raw symbol {raw!r}: no separator {self._sep!r}")
+        raise SymbolError(
+            f"cannot split raw symbol {raw!r}: it ends with none of the known quotes "
+            f"{tuple(self._quotes)!r}"
+        )
+
+    def _to_raw(self, canonical: str) -> str:
+        if type(canonical) is not str:
+            raise SymbolError(
+                f"canonical symbol must be a str, got {type(canonical).__name__}: {canonical!r}"
+            )
+        upper = canonical.upper()
+        override = self._rev_override.get(upper)
+        if override is not None:
+            return override
+        parts = upper.split(_CANON_SEP)
+        if len(parts) < 2 or any(not p or p.isspace() for p in parts):
+            raise SymbolError(f"not a canonical BASE-QUOTE[-EXTRA...] symbol: {canonical!r}")
+        if len(parts) > 2 and not self._sep:
+            raise SymbolError(
+                f"cannot build a concatenated raw symbol with extra parts from {canonical!r}"
+            )
+        rev_alias, rev_suffix = self._rev_alias, self._rev_suffix
+        out = [rev_alias.get(parts[0], parts[0]), rev_alias.get(parts[1], parts[1])]
+        out.extend(rev_suffix.get(p, p) for p in parts[2:])
+        raw = self._sep.join(out)
+        case = self.rules.case
+        if case == "upper":
+            return raw.upper()
+        if case == "lower":
+            return raw.lower()
+        return raw
