@@ -6,5 +6,8 @@ from __future__ import annotations
 
 EXCHANGES: dict[str, str] = {
     "binance": "generated.binance",
+    "coinbase": "generated.coinbase",
+    "kraken": "generated.kraken",
+    "okx": "generated.okx",
 }
 """Exchange id -> importable module that defines ``SPEC``."""
