@@ -1,4 +1,4 @@
-"""Print ns/call of the hot-path runtime helpers (run: .venv/bin/python benchmarks/bench_convert.py)."""
+"""Print ns/call of the hot-path runtime helpers: .venv/bin/python benchmarks/bench_convert.py."""
 
 from __future__ import annotations
 

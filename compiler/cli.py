@@ -118,8 +118,10 @@ def compile_cmd(
     for path in stale:
         path.unlink()
         _err(f"removed {path}")
-    _err(f"{len(changed)} written, {len(stale)} removed, "
-         f"{len(result.files) - len(changed)} unchanged.")
+    _err(
+        f"{len(changed)} written, {len(stale)} removed, "
+        f"{len(result.files) - len(changed)} unchanged."
+    )
 
 
 @app.command()

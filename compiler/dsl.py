@@ -207,7 +207,7 @@ class _ToAst(Transformer[Token, Node]):
         args = tuple(a for a in items[1:] if a is not None)
         return Call(*_span(meta), str(items[0]), args)
 
-    def list(self, meta: Meta, items: list[Any]) -> Node:
+    def list_expr(self, meta: Meta, items: list[Any]) -> Node:
         return ListExpr(*_span(meta), tuple(i for i in items if i is not None))
 
     def comprehension(self, meta: Meta, items: list[Any]) -> Node:
@@ -223,9 +223,9 @@ class _ToAst(Transformer[Token, Node]):
 
     def neg(self, meta: Meta, items: list[Any]) -> Node:
         operand = items[0]
-        if isinstance(operand, Literal) and isinstance(operand.value, int | float):
-            if not isinstance(operand.value, bool):
-                return Literal(*_span(meta), -operand.value)
+        value = operand.value if isinstance(operand, Literal) else None
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return Literal(*_span(meta), -value)
         return Unary(*_span(meta), "-", operand)
 
     def not_(self, meta: Meta, items: list[Any]) -> Node:
@@ -300,26 +300,27 @@ def _keyword(terminal: str) -> str:
 def parse(text: str) -> Node:
     """Parse one DSL expression; raise :class:`DslSyntaxError` with the exact offset."""
     if not text.strip():
-        raise DslSyntaxError(0, "empty expression")
+        raise DslSyntaxError(0, "empty expression") from None
     try:
         tree = _parser().parse(text)
     except UnexpectedCharacters as exc:
-        raise DslSyntaxError(exc.pos_in_stream, f"unexpected character {text[exc.pos_in_stream]!r}")
+        at = exc.pos_in_stream or 0
+        raise DslSyntaxError(at, f"unexpected character {text[at]!r}") from None
     except UnexpectedEOF as exc:
         raise DslSyntaxError(
             len(text), "unexpected end of expression" + _describe_expected(set(exc.expected))
-        )
+        ) from None
     except UnexpectedToken as exc:
         tok = exc.token
         if tok.type == "$END":
             raise DslSyntaxError(
                 len(text), "unexpected end of expression" + _describe_expected(exc.expected)
-            )
+            ) from None
         raise DslSyntaxError(
             tok.start_pos or 0, f"unexpected {str(tok)!r}" + _describe_expected(exc.expected)
-        )
+        ) from None
     except UnexpectedInput as exc:  # any other lark input error
-        raise DslSyntaxError(exc.pos_in_stream or 0, str(exc).splitlines()[0])
+        raise DslSyntaxError(exc.pos_in_stream or 0, str(exc).splitlines()[0]) from None
     node = _ToAst().transform(tree)
     assert isinstance(node, Node)
     return node

@@ -8,12 +8,13 @@ from typing import Any
 
 import black
 import jinja2
+from black.mode import TargetVersion
 
 from compiler.lower import ModuleIR
 from runtime.spec import API_VERSION
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
-_MODE = black.Mode(target_versions={black.TargetVersion.PY311}, line_length=100)
+_MODE = black.Mode(target_versions={TargetVersion.PY311}, line_length=100)
 
 
 @cache

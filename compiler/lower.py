@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from compiler.dsl import DslSyntaxError, Node, Spread, parse
 from compiler.kinds import declared_fields, required_fields
 from compiler.schema import Channel, Descriptor, Parse
-from compiler.translate import RESERVED, Constants, Scope, Translator, uses_name
-from compiler.translate import valid_variable_name
+from compiler.translate import (
+    RESERVED,
+    Constants,
+    Scope,
+    Translator,
+    uses_name,
+    valid_variable_name,
+)
 
 TomlPath = tuple[str | int, ...]
 
@@ -130,19 +136,27 @@ class Lowerer:
     # -- scopes --------------------------------------------------------------------------
     @staticmethod
     def message_scope(*, safe: bool = False, extra: dict[str, str] | None = None) -> Scope:
-        return Scope(
-            variables=dict(extra or {}), root="m", fields=True, safe=safe, has_ctx=True
-        )
+        return Scope(variables=dict(extra or {}), root="m", fields=True, safe=safe, has_ctx=True)
 
     def function(self, name: str, params: str, returns: str, doc: str, body: list[str]) -> str:
         self.functions.append(Function(name, params, returns, doc, body))
         return name
 
     def expr_function(
-        self, name: str, params: str, returns: str, doc: str, path: TomlPath, source: str,
+        self,
+        name: str,
+        params: str,
+        returns: str,
+        doc: str,
+        path: TomlPath,
+        source: str,
         scope: Scope,
     ) -> str:
         code = self.expr(path, source, scope)
+        if returns == "bool":
+            code = f"bool({code})"
+        elif returns == "str":
+            code = f"str({code})"
         return self.function(name, params, returns, doc, [f"return {code}"])
 
     # -- the module ----------------------------------------------------------------------
@@ -259,9 +273,7 @@ class Lowerer:
             )
         for name, ep in rest_eps.items():
             if (ep.parse is None) != (ep.channel is None):
-                self.error(
-                    ("rest", "endpoints", name), "E308", "'channel' and 'parse' go together"
-                )
+                self.error(("rest", "endpoints", name), "E308", "'channel' and 'parse' go together")
             if ep.channel is not None and ep.channel not in d.channels:
                 self.error(
                     ("rest", "endpoints", name, "channel"),
@@ -270,17 +282,17 @@ class Lowerer:
                 )
         if d.signing is None and any(ep.signed for ep in rest_eps.values()):
             self.error(("rest",), "E308", "a signed endpoint needs a [signing] section")
-        if d.symbols.symbol_map_file is not None:
-            if not (self.source_dir / d.symbols.symbol_map_file).is_file():
-                self.problems.append(
-                    PathProblem(
-                        ("symbols", "symbol_map_file"),
-                        "W001",
-                        f"symbol_map_file '{d.symbols.symbol_map_file}' does not exist "
-                        f"(relative to {self.source_dir})",
-                        severity="warning",
-                    )
+        map_file = d.symbols.symbol_map_file
+        if map_file is not None and not (self.source_dir / map_file).is_file():
+            self.problems.append(
+                PathProblem(
+                    ("symbols", "symbol_map_file"),
+                    "W001",
+                    f"symbol_map_file '{d.symbols.symbol_map_file}' does not exist "
+                    f"(relative to {self.source_dir})",
+                    severity="warning",
                 )
+            )
 
     # -- control messages --------------------------------------------------------------------
     def _route(self, routes: list[_Route], path: TomlPath, source: str, entry: str) -> None:
@@ -291,20 +303,24 @@ class Lowerer:
         ws = self.desc.websocket
         ka = ws.keepalive
         if ka.server_ping is not None:
-            self._route(routes, ("websocket", "keepalive", "server_ping", "match"),
-                        ka.server_ping.match, 'rt.Route("ping")')
+            self._route(
+                routes,
+                ("websocket", "keepalive", "server_ping", "match"),
+                ka.server_ping.match,
+                'rt.Route("ping")',
+            )
         if ka.pong is not None:
             self._route(routes, ("websocket", "keepalive", "pong"), ka.pong, 'rt.Route("pong")')
         if ws.error is not None:
-            self._route(routes, ("websocket", "error", "match"), ws.error.match,
-                        'rt.Route("error")')
+            self._route(
+                routes, ("websocket", "error", "match"), ws.error.match, 'rt.Route("error")'
+            )
         if ws.ack is not None:
             self._route(routes, ("websocket", "ack", "match"), ws.ack.match, 'rt.Route("ack")')
         for kind in ("heartbeat", "info", "reconnect"):
             source = getattr(ws.control, kind)
             if source is not None:
-                self._route(routes, ("websocket", "control", kind), source,
-                            f'rt.Route("{kind}")')
+                self._route(routes, ("websocket", "control", kind), source, f'rt.Route("{kind}")')
 
     def _route_function(self, routes: list[_Route]) -> str:
         body = _shared_lookups(routes)
@@ -312,7 +328,9 @@ class Lowerer:
             body += [f"if {r.condition}:", f"    return {i}"]
         body.append("return -1")
         return self.function(
-            "route", "m: Any, ctx: rt.Context", "int",
+            "route",
+            "m: Any, ctx: rt.Context",
+            "int",
             "Index into ROUTES of the first rule that matches ``m``, or -1 when none does.",
             body,
         )
@@ -329,8 +347,13 @@ class Lowerer:
             if source is None:
                 return None
             return self.expr_function(
-                f"ack_{attr}", "m: Any", returns, f"ACK rule '{attr}' applied to an ACK.",
-                (*base, attr), source, scope(),
+                f"ack_{attr}",
+                "m: Any",
+                returns,
+                f"ACK rule '{attr}' applied to an ACK.",
+                (*base, attr),
+                source,
+                scope(),
             )
 
         return _call(
@@ -352,9 +375,18 @@ class Lowerer:
         fns: dict[str, str | None] = {}
         for attr in ("reason", "id"):
             source = getattr(err, attr)
-            fns[attr] = None if source is None else self.expr_function(
-                f"error_{attr}", "m: Any", "Any", f"The {attr} an error message carries.",
-                ("websocket", "error", attr), source, self.message_scope(),
+            fns[attr] = (
+                None
+                if source is None
+                else self.expr_function(
+                    f"error_{attr}",
+                    "m: Any",
+                    "Any",
+                    f"The {attr} an error message carries.",
+                    ("websocket", "error", attr),
+                    source,
+                    self.message_scope(),
+                )
             )
         return _call("rt.ErrorSpec", reason=fns["reason"], id=fns["id"])
 
@@ -365,13 +397,23 @@ class Lowerer:
         if ka.client_ping is not None:
             scope = Scope(variables={"req_id": "req_id"}, generator=True)
             ping = self.expr_function(
-                "client_ping", "req_id: int", "Any", "The keepalive message the client sends.",
-                (*base, "client_ping", "message"), ka.client_ping.message, scope,
+                "client_ping",
+                "req_id: int",
+                "Any",
+                "The keepalive message the client sends.",
+                (*base, "client_ping", "message"),
+                ka.client_ping.message,
+                scope,
             )
         if ka.server_ping is not None:
             reply = self.expr_function(
-                "server_ping_reply", "m: Any", "Any", "The reply to a server ping ``m``.",
-                (*base, "server_ping", "reply"), ka.server_ping.reply, self.message_scope(),
+                "server_ping_reply",
+                "m: Any",
+                "Any",
+                "The reply to a server ping ``m``.",
+                (*base, "server_ping", "reply"),
+                ka.server_ping.reply,
+                self.message_scope(),
             )
         if ping is None and reply is None and ka.protocol_ping_interval is None:
             return None
@@ -398,14 +440,20 @@ class Lowerer:
                 "topics: list[Any], key: Any, req_id: int, symbols: list[str]",
                 "Any",
                 "One subscribe message for a chunk of topics.",
-                (*base, "message"), sub.message, scope,
+                (*base, "message"),
+                sub.message,
+                scope,
             )
         if sub.url is not None:
             scope = Scope(variables={"base": "base", "topics": "topics"}, generator=True)
             url = self.expr_function(
-                "subscribe_url", "base: str, topics: list[Any]", "str",
+                "subscribe_url",
+                "base: str, topics: list[Any]",
+                "str",
                 "The connection URL that embeds ``topics``.",
-                (*base, "url"), sub.url, scope,
+                (*base, "url"),
+                sub.url,
+                scope,
             )
         return _call(
             "rt.SubscribeSpec",
@@ -423,14 +471,18 @@ class Lowerer:
         if channel.endpoint is not None:
             if channel.endpoint not in eps:
                 self.error(
-                    ("channels", name, "endpoint"), "E304",
+                    ("channels", name, "endpoint"),
+                    "E304",
                     f"websocket endpoint '{channel.endpoint}' is not defined; "
                     f"defined: {', '.join(eps)}",
                 )
             return channel.endpoint
         if len(eps) > 1:
-            self.error(("channels", name), "E308",
-                       "several websocket endpoints exist: say which one with 'endpoint'")
+            self.error(
+                ("channels", name),
+                "E308",
+                "several websocket endpoints exist: say which one with 'endpoint'",
+            )
         return next(iter(eps))
 
     def _lower_channel(self, name: str, ch: Channel, routes: list[_Route]) -> str:
@@ -438,22 +490,34 @@ class Lowerer:
         endpoint = self._endpoint_of(name, ch)
         topic_scope = Scope(variables={"raw": "raw", "symbol": "symbol"})
         topic = self.expr_function(
-            f"topic_{name}", "raw: str, symbol: str", "Any",
+            f"topic_{name}",
+            "raw: str, symbol: str",
+            "Any",
             f"The subscription topic of channel '{name}' for one symbol.",
-            (*base, "topic"), ch.topic, topic_scope,
+            (*base, "topic"),
+            ch.topic,
+            topic_scope,
         )
         key = None
         if ch.key is not None:
             key = self.expr_function(
-                f"key_{name}", "", "Any", f"The grouping key of channel '{name}'.",
-                (*base, "key"), ch.key, Scope(variables={}),
+                f"key_{name}",
+                "",
+                "Any",
+                f"The grouping key of channel '{name}'.",
+                (*base, "key"),
+                ch.key,
+                Scope(variables={}),
             )
         ack_key = None
         if ch.ack_key is not None:
             ack_key = self.expr_function(
-                f"ack_key_{name}", "raw: str, symbol: str, key: Any", "Any",
+                f"ack_key_{name}",
+                "raw: str, symbol: str, key: Any",
+                "Any",
                 f"What an ACK for channel '{name}' and one symbol is matched on.",
-                (*base, "ack_key"), ch.ack_key,
+                (*base, "ack_key"),
+                ch.ack_key,
                 Scope(variables={"raw": "raw", "symbol": "symbol", "key": "key"}),
             )
         parser = self._parser(f"parse_{name}", base, name, ch, ch.kind, rest=False)
@@ -468,14 +532,21 @@ class Lowerer:
                 if s.rest_endpoint is None:
                     self.error((*base, "sync"), "E308", "snapshot 'rest' needs 'rest_endpoint'")
                 elif s.rest_endpoint not in eps:
-                    self.error((*base, "sync", "rest_endpoint"), "E304",
-                               f"rest endpoint '{s.rest_endpoint}' is not defined")
+                    self.error(
+                        (*base, "sync", "rest_endpoint"),
+                        "E304",
+                        f"rest endpoint '{s.rest_endpoint}' is not defined",
+                    )
                 elif eps[s.rest_endpoint].channel != name:
-                    self.error((*base, "sync", "rest_endpoint"), "E308",
-                               f"rest endpoint '{s.rest_endpoint}' must set channel = '{name}'")
+                    self.error(
+                        (*base, "sync", "rest_endpoint"),
+                        "E308",
+                        f"rest endpoint '{s.rest_endpoint}' must set channel = '{name}'",
+                    )
             if s.checksum != "none" and "checksum" not in ch.fields:
-                self.error((*base, "fields"), "E305",
-                           f"checksum '{s.checksum}' needs a 'checksum' field")
+                self.error(
+                    (*base, "fields"), "E305", f"checksum '{s.checksum}' needs a 'checksum' field"
+                )
             sync = _call(
                 "rt.BookSyncSpec",
                 snapshot=repr(s.snapshot),
@@ -503,9 +574,12 @@ class Lowerer:
         allowed = declared_fields(kind)
         for f in p.fields:
             if f not in allowed:
-                self.error((*base, "fields", f), "E306",
-                           f"'{f}' is not a field of kind '{kind}' (fields: {', '.join(allowed)})",
-                           at_key=True)
+                self.error(
+                    (*base, "fields", f),
+                    "E306",
+                    f"'{f}' is not a field of kind '{kind}' (fields: {', '.join(allowed)})",
+                    at_key=True,
+                )
         for f in required_fields(kind):
             if f not in p.fields:
                 self.error((*base, "fields"), "E305", f"kind '{kind}' needs field '{f}'")
@@ -514,8 +588,12 @@ class Lowerer:
         lets: dict[str, str] = {}
         for var, source in p.let.items():
             if not valid_variable_name(var) or var.startswith("f_") or var in RESERVED | {"it"}:
-                self.error((*base, "let", var), "E307",
-                           f"'{var}' cannot be used as a variable name", at_key=True)
+                self.error(
+                    (*base, "let", var),
+                    "E307",
+                    f"'{var}' cannot be used as a variable name",
+                    at_key=True,
+                )
             code = self.expr((*base, "let", var), source, self.message_scope(extra=extra | lets))
             body.append(f"{var} = {code}")
             lets[var] = var
@@ -551,7 +629,9 @@ class Lowerer:
             body += hoisted
             body.append(f"return [{record}]")
         else:
-            source = self.translate((*base, "each"), each_node, self.message_scope(extra=scope_vars))
+            source = self.translate(
+                (*base, "each"), each_node, self.message_scope(extra=scope_vars)
+            )
             body += hoisted
             body.append("out: list[rt.Record] = []")
             body.append(f"for it in {source}:")
@@ -566,8 +646,11 @@ class Lowerer:
         )
         what = "a REST reply" if rest else "one message"
         return self.function(
-            fname, params, "list[rt.Record]",
-            f"Records of channel '{channel}' (kind {kind}) from {what}.", body,
+            fname,
+            params,
+            "list[rt.Record]",
+            f"Records of channel '{channel}' (kind {kind}) from {what}.",
+            body,
         )
 
     @staticmethod
@@ -596,26 +679,36 @@ class Lowerer:
             params = None
             if ep.params is not None:
                 params = self.expr_function(
-                    f"params_{name}", "raw: str, symbol: str", "dict[str, Any]",
+                    f"params_{name}",
+                    "raw: str, symbol: str",
+                    "dict[str, Any]",
                     f"Query parameters of REST endpoint '{name}' for one symbol.",
-                    (*base, "params"), ep.params, Scope(variables={"raw": "raw", "symbol": "symbol"}),
+                    (*base, "params"),
+                    ep.params,
+                    Scope(variables={"raw": "raw", "symbol": "symbol"}),
                 )
             parser = None
             if ep.parse is not None and ep.channel is not None and ep.channel in self.desc.channels:
                 kind = self.desc.channels[ep.channel].kind
-                parser = self._parser(f"parse_rest_{name}", (*base, "parse"), ep.channel,
-                                      ep.parse, kind, rest=True)
-            eps.append((name, _call(
-                "rt.RestEndpointSpec",
-                name=repr(name),
-                method=repr(ep.method),
-                path=repr(ep.path),
-                weight=repr(ep.weight),
-                signed=repr(ep.signed) if ep.signed else None,
-                params=params,
-                channel=repr(ep.channel) if ep.channel else None,
-                parse=parser,
-            )))
+                parser = self._parser(
+                    f"parse_rest_{name}", (*base, "parse"), ep.channel, ep.parse, kind, rest=True
+                )
+            eps.append(
+                (
+                    name,
+                    _call(
+                        "rt.RestEndpointSpec",
+                        name=repr(name),
+                        method=repr(ep.method),
+                        path=repr(ep.path),
+                        weight=repr(ep.weight),
+                        signed=repr(ep.signed) if ep.signed else None,
+                        params=params,
+                        channel=repr(ep.channel) if ep.channel else None,
+                        parse=parser,
+                    ),
+                )
+            )
         rl = rest.rate_limit
         return _call(
             "rt.RestSpec",
@@ -632,21 +725,33 @@ class Lowerer:
             return None
         base = ("websocket", "bootstrap")
         url = self.expr_function(
-            "bootstrap_url", "m: Any", "str", "The URL to connect to, from the bootstrap reply.",
-            (*base, "url"), boot.url, self.message_scope(),
+            "bootstrap_url",
+            "m: Any",
+            "str",
+            "The URL to connect to, from the bootstrap reply.",
+            (*base, "url"),
+            boot.url,
+            self.message_scope(),
         )
         interval = None
         if boot.ping_interval is not None:
             interval = self.expr_function(
-                "bootstrap_ping_interval", "m: Any", "Any",
+                "bootstrap_ping_interval",
+                "m: Any",
+                "Any",
                 "The client ping interval in seconds, from the bootstrap reply.",
-                (*base, "ping_interval"), boot.ping_interval, self.message_scope(),
+                (*base, "ping_interval"),
+                boot.ping_interval,
+                self.message_scope(),
             )
-        return _call("rt.BootstrapSpec", endpoint=repr(boot.endpoint), url=url,
-                     ping_interval=interval)
+        return _call(
+            "rt.BootstrapSpec", endpoint=repr(boot.endpoint), url=url, ping_interval=interval
+        )
 
 
-def lower(desc: Descriptor, descriptor_path: str, source_dir: Path) -> tuple[ModuleIR, list[PathProblem]]:
+def lower(
+    desc: Descriptor, descriptor_path: str, source_dir: Path
+) -> tuple[ModuleIR, list[PathProblem]]:
     """Lower ``desc``; the IR is only meaningful when no error-severity problem is returned."""
     lowerer = Lowerer(desc, descriptor_path, source_dir)
     ir = lowerer.lower()

@@ -1,4 +1,4 @@
-"""The compiler as a pure function: descriptor texts in, generated file texts and diagnostics out."""
+"""The compiler as a pure function: descriptor texts in, generated files and diagnostics out."""
 
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ def _schema_problems(exc: pydantic.ValidationError, data: dict[str, Any]) -> lis
                     loc,
                     "E104",
                     f"schema {data.get('schema')!r} is not supported; this compiler reads "
-                    f"schema = \"{SCHEMA_VERSION}\"",
+                    f'schema = "{SCHEMA_VERSION}"',
                 )
             )
         else:

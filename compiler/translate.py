@@ -259,10 +259,11 @@ class Translator:
         split = self._path(node)
         if self.scope.safe and split is not None:
             base_node, keys = split
-            if isinstance(base_node, Name) and self._lookup_var(base_node.ident) is None:
-                if self.scope.fields and self.scope.root is not None:
-                    keys.insert(0, base_node.ident)
-                    base_node = Root(base_node.start, base_node.end)
+            free = isinstance(base_node, Name) and self._lookup_var(base_node.ident) is None
+            if free and self.scope.fields and self.scope.root is not None:
+                assert isinstance(base_node, Name)
+                keys.insert(0, base_node.ident)
+                base_node = Root(base_node.start, base_node.end)
             base = self._wrap(base_node, _ATOM)
             return f"rt.path({base}, {', '.join(repr(k) for k in keys)})"
         if isinstance(node, Field):
@@ -293,7 +294,9 @@ class Translator:
             self._error(node, "E302", f"'{node.func}' takes {want} argument(s), got {n}")
             return "None", _ATOM
         if builtin.needs == "ctx" and not self.scope.has_ctx:
-            self._error(node, "E303", f"'{node.func}' reads connection state and is not allowed here")
+            self._error(
+                node, "E303", f"'{node.func}' reads connection state and is not allowed here"
+            )
         if builtin.needs == "gen" and not self.scope.generator:
             self._error(node, "E303", f"'{node.func}' is only allowed in outgoing messages")
         if node.func == "lookup":

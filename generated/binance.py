@@ -256,7 +256,7 @@ def ack_id(m: Any) -> Any:
 
 def ack_ok(m: Any) -> bool:
     """ACK rule 'ok' applied to an ACK."""
-    return m["result"] is None
+    return bool(m["result"] is None)
 
 
 def error_reason(m: Any) -> Any:

@@ -179,7 +179,7 @@ def ack_key(m: Any) -> Any:
 
 def ack_ok(m: Any) -> bool:
     """ACK rule 'ok' applied to an ACK."""
-    return m["status"] == "subscribed"
+    return bool(m["status"] == "subscribed")
 
 
 def ack_reason(m: Any) -> Any:

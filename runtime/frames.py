@@ -22,7 +22,8 @@ def decompress(payload: bytes, compression: Compression) -> bytes:
         if compression == "deflate":
             return zlib.decompress(payload, -15)
     except zlib.error as exc:
-        raise FrameError(f"cannot {compression}-decompress a {len(payload)}-byte frame: {exc}")
+        size = len(payload)
+        raise FrameError(f"cannot {compression}-decompress a {size}-byte frame: {exc}") from exc
     return payload
 
 
@@ -37,5 +38,5 @@ def decode(payload: bytes | str, compression: Compression = "none") -> Any:
             try:
                 return payload.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise FrameError(f"binary frame is neither JSON nor UTF-8 text: {exc}")
+                raise FrameError(f"binary frame is neither JSON nor UTF-8 text: {exc}") from exc
         return payload

@@ -82,8 +82,9 @@ class Replayer:
             try:
                 self.ctx.bound[spec.ack.bind_key(msg)] = spec.ack.bind_value(msg)
             except PARSE_ERRORS as exc:
-                self.report.note(Problem(line, f"ACK binding failed: {exc!r}", _text(msg)),
-                                 malformed=True)
+                self.report.note(
+                    Problem(line, f"ACK binding failed: {exc!r}", _text(msg)), malformed=True
+                )
         if route.parse is None:
             return []
         try:
@@ -102,8 +103,9 @@ class Replayer:
         endpoint = self._rest.get(parts.path)
         if endpoint is None:
             self.report.frames["rest_unrecognized"] += 1
-            self.report.note(Problem(line, f"no REST endpoint has path {parts.path}", url),
-                             malformed=False)
+            self.report.note(
+                Problem(line, f"no REST endpoint has path {parts.path}", url), malformed=False
+            )
             return []
         self.report.frames["rest"] += 1
         if endpoint.parse is None:
@@ -112,8 +114,7 @@ class Replayer:
         try:
             records = endpoint.parse(body, query, ts_recv, self.ctx)
         except PARSE_ERRORS as exc:
-            self.report.note(Problem(line, f"REST '{endpoint.name}': {exc!r}", url),
-                             malformed=True)
+            self.report.note(Problem(line, f"REST '{endpoint.name}': {exc!r}", url), malformed=True)
             return []
         self.report.records[str(endpoint.channel)] += len(records)
         return records
@@ -125,8 +126,9 @@ class Replayer:
             try:
                 body = orjson.loads(entry["data"])
             except orjson.JSONDecodeError as exc:
-                self.report.note(Problem(line, f"REST body is not JSON: {exc}", entry["data"]),
-                                 malformed=True)
+                self.report.note(
+                    Problem(line, f"REST body is not JSON: {exc}", entry["data"]), malformed=True
+                )
                 return []
             return self.rest(line, str(entry.get("url", "")), body, ts_recv)
         payload: bytes | str = entry["data"]
@@ -140,9 +142,9 @@ class Replayer:
         return self.frame(line, msg, ts_recv)
 
 
-def replay_lines(spec: ExchangeSpec, lines: Iterable[bytes | str]) -> tuple[
-    Iterator[tuple[int, Record]], ReplayReport
-]:
+def replay_lines(
+    spec: ExchangeSpec, lines: Iterable[bytes | str]
+) -> tuple[Iterator[tuple[int, Record]], ReplayReport]:
     """Lazily replay capture lines; yields (1-based line, record). The report fills as it runs."""
     replayer = Replayer(spec)
 
@@ -154,8 +156,9 @@ def replay_lines(spec: ExchangeSpec, lines: Iterable[bytes | str]) -> tuple[
                 entry = orjson.loads(raw)
             except orjson.JSONDecodeError as exc:
                 text = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
-                replayer.report.note(Problem(number, f"capture line is not JSON: {exc}", text),
-                                     malformed=True)
+                replayer.report.note(
+                    Problem(number, f"capture line is not JSON: {exc}", text), malformed=True
+                )
                 continue
             for record in replayer.capture_line(number, entry):
                 yield number, record
