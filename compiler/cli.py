@@ -186,3 +186,7 @@ def replay(
 def main() -> None:
     """Entry point of the ``mdgen`` console script."""
     app()
+
+
+if __name__ == "__main__":
+    main()

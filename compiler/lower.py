@@ -317,7 +317,7 @@ class Lowerer:
             )
         if ws.ack is not None:
             self._route(routes, ("websocket", "ack", "match"), ws.ack.match, 'rt.Route("ack")')
-        for kind in ("heartbeat", "info", "reconnect"):
+        for kind in ("reconnect", "heartbeat", "info"):
             source = getattr(ws.control, kind)
             if source is not None:
                 self._route(routes, ("websocket", "control", kind), source, f'rt.Route("{kind}")')

@@ -1,0 +1,157 @@
+"""One-feature descriptors: generated code pinned as .py snapshots, and the code run."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+from syrupy.assertion import SnapshotAssertion
+
+from runtime import Context
+from runtime.frames import decode
+from tests.conftest import FEATURES, compile_fixture, load_module
+
+FIXTURES = sorted(FEATURES.glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=[p.stem for p in FIXTURES])
+def test_generated_code_is_pinned(path: Path, py_snapshot: SnapshotAssertion) -> None:
+    assert compile_fixture(path) == py_snapshot
+
+
+def _module(name: str):  # type: ignore[no-untyped-def]
+    return load_module(name, compile_fixture(FEATURES / f"{name}.toml"))
+
+
+def _parse(mod, msg):  # type: ignore[no-untyped-def]
+    ctx = Context()
+    route = mod.ROUTES[mod.route(msg, ctx)]
+    assert route.kind == "data"
+    return route.parse(msg, 1, ctx)
+
+
+def test_minimal_trade_record_has_the_normalized_shape() -> None:
+    mod = _module("minimal")
+    msg = {"topic": "trades", "s": "BTC-USDT", "T": 1700000000123, "p": "1.50", "q": "2", "side": "buy"}
+    assert _parse(mod, msg) == [
+        {
+            "exchange": "minimal",
+            "channel": "trades",
+            "symbol": "BTC-USDT",
+            "symbol_raw": "BTC-USDT",
+            "ts_exchange": 1700000000123000000,
+            "ts_recv": 1,
+            "seq": None,
+            "price": "1.50",
+            "size": "2",
+            "side": "buy",
+            "trade_id": None,
+        }
+    ]
+    assert mod.route({"topic": "other"}, Context()) == -1
+    assert mod.route("pong", Context()) == -1
+
+
+def test_fanout_filters_items_and_keeps_order() -> None:
+    mod = _module("fanout")
+    msg = {
+        "arg": {"channel": "trades", "instId": "BTC-USD-SWAP"},
+        "data": [
+            {"px": "1", "sz": "2", "side": "buy", "ts": "1", "tradeId": "a"},
+            {"px": "1", "sz": "0", "side": "buy", "ts": "2"},
+            {"px": "3", "sz": "4", "side": "sell", "ts": "3"},
+        ],
+    }
+    records = _parse(mod, msg)
+    assert [(r["price"], r["size"], r["side"], r["trade_id"]) for r in records] == [
+        ("1", "2", "buy", "a"),
+        ("3", "4", "sell", None),
+    ]
+    assert {r["symbol"] for r in records} == {"BTC-USD-PERP"}
+    assert mod.SPEC.subscribe.message(["x"], None, 7, ["BTC-USDT"]) == {
+        "op": "subscribe",
+        "args": ["x"],
+    }
+
+
+def test_positional_arrays_lookup_and_aliases() -> None:
+    mod = _module("positional")
+    msg = [993, [["354.11", "0.89", "1618678142.557535", "s", "l", ""]], "trade", "XBT/USD"]
+    (record,) = _parse(mod, msg)
+    assert record["symbol"] == "BTC-USD"
+    assert record["ts_exchange"] == 1618678142557535000
+    assert record["side"] == "sell"
+    bad = [993, [["1", "1", "1", "x", "l", ""]], "trade", "XBT/USD"]
+    with pytest.raises(ValueError, match="x"):
+        _parse(mod, bad)
+    assert mod.SPEC.channels["trades"].key() == {"name": "trade"}
+
+
+def test_url_mode_builds_the_stream_url() -> None:
+    mod = _module("url_mode")
+    spec = mod.SPEC
+    topics = [spec.channels["ticker"].topic("BTCUSDT", "BTC-USDT"), "ethbtc@bookTicker"]
+    assert spec.subscribe.url("wss://x:9443", topics) == (
+        "wss://x:9443/stream?streams=btcusdt@bookTicker/ethbtc@bookTicker"
+    )
+    assert spec.endpoints["public"].urls == (
+        "wss://example.invalid:9443",
+        "wss://backup.example.invalid",
+    )
+
+
+def test_keepalive_gzip_frames_and_ping_echo() -> None:
+    mod = _module("keepalive")
+    ping = decode(gzip.compress(b'{"ping": 1492420473027}'), "gzip")
+    code = mod.route(ping, Context())
+    assert mod.ROUTES[code].kind == "ping"
+    assert mod.SPEC.keepalive.server_ping_reply(ping) == {"pong": 1492420473027}
+    assert mod.SPEC.keepalive.client_ping(3)["op"] == "ping"
+    assert mod.SPEC.ack.reason({"status": "error", "err-msg": "bad topic"}) == "bad topic"
+    assert mod.SPEC.ack.reason({"status": "error"}) == "error"
+
+
+def test_ack_binding_feeds_later_routing() -> None:
+    mod = _module("ack_bind")
+    spec = mod.SPEC
+    ctx = Context()
+    ack = {"event": "subscribed", "channel": "trades", "chanId": 17, "symbol": "tBTCUSD"}
+    assert spec.routes[spec.route(ack, ctx)].kind == "ack"
+    ctx.bound[spec.ack.bind_key(ack)] = spec.ack.bind_value(ack)
+    trade = [17, "te", [401597393, 1574694475039, -0.005, 7244.9]]
+    route = spec.routes[spec.route(trade, ctx)]
+    (record,) = route.parse(trade, 5, ctx)
+    assert (record["symbol"], record["side"], record["size"]) == ("BTC-USD", "sell", "0.005")
+    assert spec.route([99, "te", []], ctx) == -1  # channel 99 was never acknowledged
+    reconnect = {"event": "info", "code": 20051}
+    assert spec.routes[spec.route(reconnect, ctx)].kind == "reconnect"
+    assert spec.routes[spec.route([17, "hb"], ctx)].kind == "heartbeat"
+
+
+def test_rest_bootstrap_url_and_signing_declaration() -> None:
+    mod = _module("rest_bootstrap")
+    spec = mod.SPEC
+    reply = {
+        "code": "200000",
+        "data": {
+            "token": "T0K",
+            "instanceServers": [{"endpoint": "wss://ws-api.example", "pingInterval": 18000}],
+        },
+    }
+    assert spec.bootstrap.url(reply) == "wss://ws-api.example?token=T0K"
+    assert spec.bootstrap.ping_interval(reply) == 18
+    assert spec.signing.secret_env == "REST_BOOTSTRAP_API_SECRET"
+    assert spec.rest.endpoints["account"].signed
+
+
+def test_book_rest_snapshot_and_sync_rules() -> None:
+    mod = _module("book_sync")
+    spec = mod.SPEC
+    depth = spec.rest.endpoints["depth"]
+    assert depth.params("BTCUSDT", "BTC-USDT") == {"symbol": "BTCUSDT", "limit": 1000}
+    body = {"lastUpdateId": 5, "bids": [["1.0", "2.0"]], "asks": [["3", "4"], ["5", "6"]]}
+    (snap,) = depth.parse(body, {"symbol": "BTCUSDT"}, 9, Context())
+    assert (snap["type"], snap["seq"], snap["asks"]) == ("snapshot", 5, [["3", "4"], ["5", "6"]])
+    sync = spec.channels["book"].sync
+    assert (sync.snapshot, sync.sequence, sync.checksum) == ("rest", "straddle", "kraken_crc32")
