@@ -29,7 +29,9 @@ def py_snapshot(snapshot: SnapshotAssertion) -> SnapshotAssertion:
 
 def compile_fixture(path: Path) -> str:
     """Compile one fixture descriptor, failing the test with rendered diagnostics on error."""
-    _, text, diagnostics = compile_descriptor(f"features/{path.name}", path.read_text(), path.parent)
+    _, text, diagnostics = compile_descriptor(
+        f"features/{path.name}", path.read_text(), path.parent
+    )
     errors = [d.render() for d in diagnostics if d.severity == "error"]
     assert text is not None and not errors, "\n".join(errors)
     return text

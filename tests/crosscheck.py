@@ -112,6 +112,8 @@ class TradeConvention:
     to_raw_symbol: Callable[[str], str]
     """Maps cryptofeed's ``symbol`` to the exchange-native id (compared with ``symbol_raw``)."""
     notes: str
+    our_channels: tuple[str, ...] = ("trades",)
+    """Our record ``channel`` values that correspond to cryptofeed's trades for this exchange."""
 
 
 CONVENTIONS: dict[str, TradeConvention] = {
@@ -130,6 +132,10 @@ CONVENTIONS: dict[str, TradeConvention] = {
         id_field="a (aggregate trade id, int -> str)",
         to_raw_symbol=_binance_raw,
         notes="2 rows (lines 114, 213); all fields agree with the obvious mapping.",
+        # Our binance descriptor names the @aggTrade channel "agg_trades" (and @trade "trades").
+        # Each raw line belongs to exactly one stream, so accepting both names cannot pair a
+        # cryptofeed row with a record of another stream.
+        our_channels=("trades", "agg_trades"),
     ),
     "coinbase": TradeConvention(
         raw_message='{"type":"match"} and {"type":"last_match"} (matches channel)',
@@ -340,8 +346,8 @@ def compare_trades(
 ) -> list[str]:
     """Return human-readable mismatches; empty when every cryptofeed trade is matched.
 
-    ``ours``: our normalized records (any channels; only ``channel == "trades"`` rows of this
-    exchange are used), each with ``raw_line``.  ``theirs``: rows from
+    ``ours``: our normalized records, each with ``raw_line``; only rows of this exchange whose
+    ``channel`` is in the convention's ``our_channels`` are used.  ``theirs``: rows from
     :func:`load_cryptofeed_trades`.  A cryptofeed row matches when one of our rows from the same
     raw line (and, where cryptofeed has one, the same trade id) has equal price and size as
     Decimals, the expected taker side, the same exchange time to the microsecond and the same
@@ -359,7 +365,9 @@ def compare_trades(
     our_by_line: dict[int, list[Record]] = defaultdict(list)
     unlocated = 0
     for rec in ours:
-        if rec.get("channel") != "trades" or str(rec.get("exchange", "")).lower() != key:
+        if rec.get("channel") not in conv.our_channels:
+            continue
+        if str(rec.get("exchange", "")).lower() != key:
             continue
         line = _line_of(rec)
         if line is None:

@@ -33,7 +33,14 @@ def _parse(mod, msg):  # type: ignore[no-untyped-def]
 
 def test_minimal_trade_record_has_the_normalized_shape() -> None:
     mod = _module("minimal")
-    msg = {"topic": "trades", "s": "BTC-USDT", "T": 1700000000123, "p": "1.50", "q": "2", "side": "buy"}
+    msg = {
+        "topic": "trades",
+        "s": "BTC-USDT",
+        "T": 1700000000123,
+        "p": "1.50",
+        "q": "2",
+        "side": "buy",
+    }
     assert _parse(mod, msg) == [
         {
             "exchange": "minimal",

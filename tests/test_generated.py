@@ -86,9 +86,7 @@ def test_every_module_has_the_header_and_the_registry_is_sorted() -> None:
         module = importlib.import_module(module_name)
         assert module.SPEC.id == exchange_id
         assert "import runtime as rt" in source
-        imports = [
-            line for line in source.splitlines() if line.startswith(("import ", "from "))
-        ]
+        imports = [line for line in source.splitlines() if line.startswith(("import ", "from "))]
         assert imports == [
             "from __future__ import annotations",
             "from collections.abc import Mapping",
