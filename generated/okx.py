@@ -78,7 +78,7 @@ def parse_book(m: Any, ts_recv: int, ctx: rt.Context) -> list[rt.Record]:
                 "asks": rt.levels(it["asks"]),
                 "seq_first": None,
                 "prev_seq": rt.get(it, "prevSeqId"),
-                "checksum": it["checksum"],
+                "checksum": it["checksum"] if it["checksum"] != 0 else None,
             }
         )
     return out
