@@ -1,4 +1,4 @@
-"""Real captured traffic through generated modules: all frames understood, trades as the peer saw."""
+"""Real captured traffic through generated modules: all frames understood, trades as peers saw."""
 
 from __future__ import annotations
 
