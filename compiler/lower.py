@@ -157,6 +157,8 @@ class Lowerer:
             code = f"bool({code})"
         elif returns == "str":
             code = f"str({code})"
+        elif returns == "list[Any]":
+            code = f"list({code})"
         return self.function(name, params, returns, doc, [f"return {code}"])
 
     # -- the module ----------------------------------------------------------------------
@@ -217,6 +219,7 @@ class Lowerer:
             rest=rest,
             signing=signing,
             symbol_map_file=repr(d.symbols.symbol_map_file) if d.symbols.symbol_map_file else None,
+            mock=self._lower_mock(),
         )
         sym = d.symbols
         symbol_rules = _call(
@@ -717,6 +720,105 @@ class Lowerer:
             rate_limit_seconds=repr(rl.per_seconds) if rl else None,
             time_endpoint=repr(rest.time_endpoint) if rest.time_endpoint else None,
             endpoints=_dict(eps),
+        )
+
+    def _lower_mock(self) -> str | None:
+        mock = self.desc.mock
+        if mock is None:
+            return None
+        base = ("mock",)
+        request = self.message_scope
+        reply_scope = Scope(
+            variables={"topic": "topic"}, root="m", fields=True, has_ctx=False, generator=True
+        )
+        fns: dict[str, str | None] = {
+            "subscribe": self.expr_function(
+                "mock_subscribe",
+                "m: Any",
+                "bool",
+                "Is the client message ``m`` a subscribe?",
+                (*base, "subscribe"),
+                mock.subscribe,
+                request(safe=True),
+            ),
+            "topics": self.expr_function(
+                "mock_topics",
+                "m: Any",
+                "list[Any]",
+                "The topics a subscribe request asks for.",
+                (*base, "topics"),
+                mock.topics,
+                request(),
+            ),
+            "key": None,
+            "ping": None,
+            "client_ping": None,
+            "pong": None,
+        }
+        if (mock.client_ping is None) != (mock.pong is None):
+            self.error(base, "E308", "'client_ping' and 'pong' go together")
+        if mock.client_ping is not None and mock.pong is not None:
+            fns["client_ping"] = self.expr_function(
+                "mock_client_ping",
+                "m: Any",
+                "bool",
+                "Is the client message ``m`` a ping?",
+                (*base, "client_ping"),
+                mock.client_ping,
+                request(safe=True),
+            )
+            fns["pong"] = self.expr_function(
+                "mock_pong",
+                "m: Any",
+                "Any",
+                "The mock's answer to a client ping ``m``.",
+                (*base, "pong"),
+                mock.pong,
+                request(),
+            )
+        if mock.key is not None:
+            fns["key"] = self.expr_function(
+                "mock_key",
+                "m: Any",
+                "Any",
+                "The grouping key a subscribe request carries.",
+                (*base, "key"),
+                mock.key,
+                request(),
+            )
+        for attr, doc in (("ack", "accepts"), ("reject", "rejects")):
+            fns[attr] = self.expr_function(
+                f"mock_{attr}",
+                "m: Any, topic: Any",
+                "Any",
+                f"The reply that {doc} subscribe request ``m`` (for ``topic`` when per topic).",
+                (*base, attr),
+                getattr(mock, attr),
+                reply_scope,
+            )
+        if mock.ping is not None:
+            fns["ping"] = self.expr_function(
+                "mock_ping",
+                "req_id: int",
+                "Any",
+                "A server ping the mock sends.",
+                (*base, "ping"),
+                mock.ping,
+                Scope(variables={"req_id": "req_id"}, generator=True),
+            )
+        return _call(
+            "rt.MockSpec",
+            subscribe=fns["subscribe"],
+            topics=fns["topics"],
+            ack_per=repr(mock.ack_per),
+            ack=fns["ack"],
+            reject=fns["reject"],
+            key=fns["key"],
+            ping=fns["ping"],
+            ping_interval=repr(mock.ping_interval),
+            pong_timeout=repr(mock.pong_timeout) if mock.pong_timeout else None,
+            client_ping=fns["client_ping"],
+            pong=fns["pong"],
         )
 
     def _lower_bootstrap(self) -> str | None:

@@ -201,6 +201,22 @@ class Symbols(_Model):
     symbol_map_file: str | None = None
 
 
+class Mock(_Model):
+    """How the local mock exchange answers clients (``mdgen mock``, ``mdgen run --mock``)."""
+
+    subscribe: Expr
+    topics: Expr
+    key: Expr | None = None
+    ack_per: Literal["message", "topic"] = "message"
+    ack: Expr
+    reject: Expr
+    ping: Expr | None = None
+    ping_interval: float = Field(default=20.0, gt=0)
+    pong_timeout: float | None = Field(default=None, gt=0)
+    client_ping: Expr | None = None
+    pong: Expr | None = None
+
+
 class Descriptor(_Model):
     """One exchange, as described in ``descriptors/<id>.toml``."""
 
@@ -211,3 +227,4 @@ class Descriptor(_Model):
     rest: Rest | None = None
     signing: Signing | None = None
     channels: dict[Ident, Channel] = Field(min_length=1)
+    mock: Mock | None = None

@@ -269,6 +269,26 @@ def error_id(m: Any) -> Any:
     return m["id"]
 
 
+def mock_subscribe(m: Any) -> bool:
+    """Is the client message ``m`` a subscribe?"""
+    return bool(rt.get(m, "method") == "SUBSCRIBE")
+
+
+def mock_topics(m: Any) -> list[Any]:
+    """The topics a subscribe request asks for."""
+    return list(m["params"])
+
+
+def mock_ack(m: Any, topic: Any) -> Any:
+    """The reply that accepts subscribe request ``m`` (for ``topic`` when per topic)."""
+    return {"result": None, "id": m["id"]}
+
+
+def mock_reject(m: Any, topic: Any) -> Any:
+    """The reply that rejects subscribe request ``m`` (for ``topic`` when per topic)."""
+    return {"error": {"code": 2, "msg": "Invalid request: unknown stream"}, "id": m["id"]}
+
+
 ROUTES: tuple[rt.Route, ...] = (
     rt.Route("error"),
     rt.Route("ack"),
@@ -353,5 +373,13 @@ SPEC = rt.ExchangeSpec(
                 parse=parse_rest_depth,
             ),
         },
+    ),
+    mock=rt.MockSpec(
+        subscribe=mock_subscribe,
+        topics=mock_topics,
+        ack_per="message",
+        ack=mock_ack,
+        reject=mock_reject,
+        ping_interval=20.0,
     ),
 )

@@ -145,6 +145,38 @@ def error_reason(m: Any) -> Any:
     return m["message"] + ": " + rt.coalesce(rt.get(m, "reason"), "")
 
 
+def mock_subscribe(m: Any) -> bool:
+    """Is the client message ``m`` a subscribe?"""
+    return bool(rt.get(m, "type") == "subscribe")
+
+
+def mock_topics(m: Any) -> list[Any]:
+    """The topics a subscribe request asks for."""
+    return list(m["product_ids"])
+
+
+def mock_key(m: Any) -> Any:
+    """The grouping key a subscribe request carries."""
+    return m["channels"][0]
+
+
+def mock_ack(m: Any, topic: Any) -> Any:
+    """The reply that accepts subscribe request ``m`` (for ``topic`` when per topic)."""
+    return {
+        "type": "subscriptions",
+        "channels": [{"name": m["channels"][0], "product_ids": m["product_ids"]}],
+    }
+
+
+def mock_reject(m: Any, topic: Any) -> Any:
+    """The reply that rejects subscribe request ``m`` (for ``topic`` when per topic)."""
+    return {
+        "type": "error",
+        "message": "Failed to subscribe",
+        "reason": m["channels"][0] + " is not a valid channel",
+    }
+
+
 ROUTES: tuple[rt.Route, ...] = (
     rt.Route("error"),
     rt.Route("ack"),
@@ -200,5 +232,14 @@ SPEC = rt.ExchangeSpec(
                 name="instruments", method="GET", path="/products", weight=1
             ),
         },
+    ),
+    mock=rt.MockSpec(
+        subscribe=mock_subscribe,
+        topics=mock_topics,
+        ack_per="message",
+        ack=mock_ack,
+        reject=mock_reject,
+        key=mock_key,
+        ping_interval=20.0,
     ),
 )

@@ -197,6 +197,57 @@ def client_ping(req_id: int) -> Any:
     return {"event": "ping", "reqid": req_id}
 
 
+def mock_subscribe(m: Any) -> bool:
+    """Is the client message ``m`` a subscribe?"""
+    return bool(rt.get(m, "event") == "subscribe")
+
+
+def mock_topics(m: Any) -> list[Any]:
+    """The topics a subscribe request asks for."""
+    return list(m["pair"])
+
+
+def mock_client_ping(m: Any) -> bool:
+    """Is the client message ``m`` a ping?"""
+    return bool(rt.get(m, "event") == "ping")
+
+
+def mock_pong(m: Any) -> Any:
+    """The mock's answer to a client ping ``m``."""
+    return {"event": "pong", "reqid": rt.coalesce(rt.get(m, "reqid"), None)}
+
+
+def mock_key(m: Any) -> Any:
+    """The grouping key a subscribe request carries."""
+    return m["subscription"]
+
+
+def mock_ack(m: Any, topic: Any) -> Any:
+    """The reply that accepts subscribe request ``m`` (for ``topic`` when per topic)."""
+    return {
+        "channelID": 1,
+        "event": "subscriptionStatus",
+        "pair": topic,
+        "status": "subscribed",
+        "channelName": m["subscription"]["name"]
+        + ("-" + str(m["subscription"]["depth"]) if rt.has(m["subscription"], "depth") else ""),
+        "subscription": m["subscription"],
+        "reqid": rt.coalesce(rt.get(m, "reqid"), None),
+    }
+
+
+def mock_reject(m: Any, topic: Any) -> Any:
+    """The reply that rejects subscribe request ``m`` (for ``topic`` when per topic)."""
+    return {
+        "event": "subscriptionStatus",
+        "pair": topic,
+        "status": "error",
+        "subscription": m["subscription"],
+        "errorMessage": "Subscription rejected",
+        "reqid": rt.coalesce(rt.get(m, "reqid"), None),
+    }
+
+
 ROUTES: tuple[rt.Route, ...] = (
     rt.Route("pong"),
     rt.Route("error"),
@@ -271,5 +322,16 @@ SPEC = rt.ExchangeSpec(
                 name="instruments", method="GET", path="/0/public/AssetPairs", weight=1
             ),
         },
+    ),
+    mock=rt.MockSpec(
+        subscribe=mock_subscribe,
+        topics=mock_topics,
+        ack_per="topic",
+        ack=mock_ack,
+        reject=mock_reject,
+        key=mock_key,
+        ping_interval=20.0,
+        client_ping=mock_client_ping,
+        pong=mock_pong,
     ),
 )

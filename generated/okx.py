@@ -162,6 +162,45 @@ def client_ping(req_id: int) -> Any:
     return "ping"
 
 
+def mock_subscribe(m: Any) -> bool:
+    """Is the client message ``m`` a subscribe?"""
+    return bool(rt.get(m, "op") == "subscribe")
+
+
+def mock_topics(m: Any) -> list[Any]:
+    """The topics a subscribe request asks for."""
+    return list(m["args"])
+
+
+def mock_client_ping(m: Any) -> bool:
+    """Is the client message ``m`` a ping?"""
+    return bool(m == "ping")
+
+
+def mock_pong(m: Any) -> Any:
+    """The mock's answer to a client ping ``m``."""
+    return "pong"
+
+
+def mock_ack(m: Any, topic: Any) -> Any:
+    """The reply that accepts subscribe request ``m`` (for ``topic`` when per topic)."""
+    return {"event": "subscribe", "arg": topic, "connId": "a4d3ae55"}
+
+
+def mock_reject(m: Any, topic: Any) -> Any:
+    """The reply that rejects subscribe request ``m`` (for ``topic`` when per topic)."""
+    return {
+        "event": "error",
+        "code": "60018",
+        "connId": "a4d3ae55",
+        "msg": "Wrong URL or channel:"
+        + topic["channel"]
+        + ",instId:"
+        + topic["instId"]
+        + " doesn't exist.",
+    }
+
+
 ROUTES: tuple[rt.Route, ...] = (
     rt.Route("pong"),
     rt.Route("error"),
@@ -240,5 +279,15 @@ SPEC = rt.ExchangeSpec(
                 params=params_instruments,
             ),
         },
+    ),
+    mock=rt.MockSpec(
+        subscribe=mock_subscribe,
+        topics=mock_topics,
+        ack_per="topic",
+        ack=mock_ack,
+        reject=mock_reject,
+        ping_interval=20.0,
+        client_ping=mock_client_ping,
+        pong=mock_pong,
     ),
 )

@@ -155,6 +155,23 @@ class SigningSpec:
 
 
 @dataclass(frozen=True)
+class MockSpec:
+    """How the mock exchange recognises subscribe requests and answers them."""
+
+    subscribe: Callable[[Any], bool]
+    topics: Callable[[Any], list[Any]]
+    ack_per: Literal["message", "topic"]
+    ack: Callable[[Any, Any], Any]
+    reject: Callable[[Any, Any], Any]
+    key: Expr1 | None = None
+    ping: Callable[[int], Any] | None = None
+    ping_interval: float = 20.0
+    pong_timeout: float | None = None
+    client_ping: Callable[[Any], bool] | None = None
+    pong: Expr1 | None = None
+
+
+@dataclass(frozen=True)
 class ExchangeSpec:
     """Everything the runtime needs to collect from one exchange."""
 
@@ -174,3 +191,4 @@ class ExchangeSpec:
     rest: RestSpec | None = None
     signing: SigningSpec | None = None
     symbol_map_file: str | None = None
+    mock: MockSpec | None = None
