@@ -1,0 +1,109 @@
+"""The supervisor behind ``mdgen run``: instances, their connections, the pipeline, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from runtime.pipeline import Pipeline
+from runtime.session import Backoff, Session, State
+from runtime.spec import ExchangeSpec
+from runtime.subscriptions import plan_connections
+from runtime.transport import Transport
+
+log = logging.getLogger("mdgen.collector")
+
+
+@dataclass
+class Instance:
+    """One configured exchange instance and its running connections."""
+
+    name: str
+    spec: ExchangeSpec
+    symbols: list[str]
+    channels: list[str]
+    url_override: str | None = None
+    sessions: list[Session] = field(default_factory=list)
+    crashed: str | None = None
+
+    @property
+    def state(self) -> State:
+        """The least healthy state of its connections (failed > reconnecting > ... > streaming)."""
+        if self.crashed is not None:
+            return "failed"
+        order: list[State] = [
+            "failed",
+            "reconnecting",
+            "starting",
+            "subscribing",
+            "streaming",
+            "stopped",
+        ]
+        states = {s.state for s in self.sessions} or {"starting"}
+        return next(s for s in order if s in states)
+
+
+class Collector:
+    """Runs instances side by side; one failing never stops another."""
+
+    def __init__(
+        self,
+        instances: Iterable[Instance],
+        transport: Transport,
+        pipeline: Pipeline,
+        *,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.instances = list(instances)
+        self.transport = transport
+        self.pipeline = pipeline
+        self.backoff = backoff or Backoff()
+        self.stop = asyncio.Event()
+        self.started = time.monotonic()
+
+    def _sessions(self, inst: Instance) -> list[Session]:
+        plans = plan_connections(
+            inst.spec, inst.name, inst.symbols, inst.channels, url_override=inst.url_override
+        )
+        return [
+            Session(inst.spec, inst.name, plan, self.transport, self.pipeline, backoff=self.backoff)
+            for plan in plans
+        ]
+
+    async def _run_instance(self, inst: Instance) -> None:
+        try:
+            inst.sessions = self._sessions(inst)
+            log.info(
+                "%s: %d connection(s), %d channel(s) x %d symbol(s)",
+                inst.name,
+                len(inst.sessions),
+                len(inst.channels),
+                len(inst.symbols),
+            )
+            await asyncio.gather(*(s.run(self.stop) for s in inst.sessions))
+        except Exception as exc:  # crash isolation: record it, keep other instances running
+            inst.crashed = repr(exc)
+            log.exception("%s: instance crashed; other instances keep running", inst.name)
+
+    async def run(self, duration: float | None = None) -> None:
+        """Run until ``duration`` passes or :meth:`request_stop`, then flush and close."""
+        await self.pipeline.start()
+        tasks = [asyncio.create_task(self._run_instance(i), name=i.name) for i in self.instances]
+        try:
+            if duration is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), duration)
+            else:
+                await self.stop.wait()
+        finally:
+            self.stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.pipeline.close()
+
+    def request_stop(self) -> None:
+        """Graceful shutdown (SIGINT/SIGTERM): stop reading, flush what is buffered."""
+        self.stop.set()

@@ -1,0 +1,194 @@
+"""What to subscribe on which connection, the subscribe messages, and matching ACKs to them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from runtime.spec import ExchangeSpec
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """One channel for one symbol."""
+
+    channel: str
+    raw: str
+    symbol: str
+
+
+@dataclass(frozen=True)
+class ConnectionPlan:
+    """One WebSocket connection: where it goes and what it carries."""
+
+    name: str
+    endpoint: str
+    urls: tuple[str, ...]
+    subscriptions: tuple[Subscription, ...]
+
+
+@dataclass
+class Outgoing:
+    """One subscribe message and the subscriptions it carries."""
+
+    req_id: int
+    payload: Any
+    subscriptions: list[Subscription]
+
+
+def plan_connections(
+    spec: ExchangeSpec,
+    instance: str,
+    symbols: list[str],
+    channels: list[str],
+    *,
+    url_override: str | None = None,
+) -> list[ConnectionPlan]:
+    """Split subscriptions by endpoint, then into connections of at most ``max_streams`` each."""
+    by_endpoint: dict[str, list[Subscription]] = {}
+    for channel in channels:
+        endpoint = spec.channels[channel].endpoint
+        for symbol in symbols:
+            sub = Subscription(channel, spec.symbols.raw(symbol), symbol)
+            by_endpoint.setdefault(endpoint, []).append(sub)
+    plans = []
+    for endpoint, subs in by_endpoint.items():
+        ep = spec.endpoints[endpoint]
+        size = ep.max_streams or len(subs)
+        urls = (url_override,) if url_override else ep.urls
+        for n, start in enumerate(range(0, len(subs), size)):
+            plans.append(
+                ConnectionPlan(
+                    f"{instance}/{endpoint}#{n}", endpoint, urls, tuple(subs[start : start + size])
+                )
+            )
+    return plans
+
+
+def normalize(value: Any) -> bytes:
+    """A comparable form of a topic, key or ACK key (objects compare regardless of key order)."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def topics_of(spec: ExchangeSpec, subs: list[Subscription]) -> list[Any]:
+    return [spec.channels[s.channel].topic(s.raw, s.symbol) for s in subs]
+
+
+def subscribe_messages(
+    spec: ExchangeSpec, subs: list[Subscription], next_id: Callable[[], int]
+) -> list[Outgoing]:
+    """The subscribe messages for ``subs``, grouped and chunked as the descriptor says."""
+    message = spec.subscribe.message
+    assert message is not None
+    groups: OrderedDict[bytes, tuple[Any, list[Subscription]]] = OrderedDict()
+    for sub in subs:
+        key_fn = spec.channels[sub.channel].key
+        key = key_fn() if key_fn is not None else None
+        if spec.subscribe.group == "all":
+            group = b""
+        elif spec.subscribe.group == "key":
+            group = normalize(key)
+        else:
+            group = sub.raw.encode()
+        groups.setdefault(group, (key, []))[1].append(sub)
+    out = []
+    for key, members in groups.values():
+        size = spec.subscribe.chunk or len(members)
+        for start in range(0, len(members), size):
+            chunk = members[start : start + size]
+            req_id = next_id()
+            raws = list(dict.fromkeys(s.raw for s in chunk))
+            out.append(Outgoing(req_id, message(topics_of(spec, chunk), key, req_id, raws), chunk))
+    return out
+
+
+class SubscribeRejected(Exception):
+    """The exchange refused every subscription of a connection."""
+
+
+@dataclass
+class AckResult:
+    ok: bool
+    reason: str | None
+    latency: float
+
+
+@dataclass
+class AckTracker:
+    """Matches ACK and error replies to the subscribe messages (or topics) waiting for them."""
+
+    spec: ExchangeSpec
+    clock: Callable[[], float]
+    by_message: OrderedDict[Any, tuple[asyncio.Future[AckResult], float]] = field(
+        default_factory=OrderedDict
+    )
+    by_topic: OrderedDict[bytes, tuple[asyncio.Future[AckResult], float]] = field(
+        default_factory=OrderedDict
+    )
+    unmatched: int = 0
+
+    def expect(self, out: Outgoing) -> list[tuple[Subscription, asyncio.Future[AckResult]]]:
+        """Futures resolved when the ACK (or error) for ``out`` arrives."""
+        ack = self.spec.ack
+        loop = asyncio.get_running_loop()
+        now = self.clock()
+        if ack is None:
+            return []
+        if ack.per == "topic":
+            result = []
+            for sub in out.subscriptions:
+                fn = self.spec.channels[sub.channel].ack_key
+                assert fn is not None
+                key_fn = self.spec.channels[sub.channel].key
+                key = key_fn() if key_fn is not None else None
+                fut: asyncio.Future[AckResult] = loop.create_future()
+                self.by_topic[normalize(fn(sub.raw, sub.symbol, key))] = (fut, now)
+                result.append((sub, fut))
+            return result
+        fut = loop.create_future()
+        self.by_message[out.req_id] = (fut, now)
+        return [(sub, fut) for sub in out.subscriptions]
+
+    def _resolve(
+        self, entry: tuple[asyncio.Future[AckResult], float] | None, ok: bool, reason: str | None
+    ) -> bool:
+        if entry is None:
+            self.unmatched += 1
+            return False
+        fut, sent = entry
+        if not fut.done():
+            fut.set_result(AckResult(ok, reason, self.clock() - sent))
+        return True
+
+    def on_ack(self, msg: Any) -> bool:
+        ack = self.spec.ack
+        assert ack is not None
+        ok = bool(ack.ok(msg)) if ack.ok is not None else True
+        reason = None
+        if not ok:
+            reason = str(ack.reason(msg)) if ack.reason is not None else "rejected"
+        if ack.per == "topic":
+            assert ack.key is not None
+            return self._resolve(self.by_topic.pop(normalize(ack.key(msg)), None), ok, reason)
+        if ack.id is not None:
+            return self._resolve(self.by_message.pop(ack.id(msg), None), ok, reason)
+        entry = self.by_message.popitem(last=False)[1] if self.by_message else None
+        return self._resolve(entry, ok, reason)
+
+    def on_error(self, msg: Any) -> bool:
+        """An error reply: fails the request it names, else the oldest one still waiting."""
+        err = self.spec.error
+        reason = str(err.reason(msg)) if err is not None and err.reason is not None else str(msg)
+        req_id = err.id(msg) if err is not None and err.id is not None else None
+        if req_id is not None and req_id in self.by_message:
+            return self._resolve(self.by_message.pop(req_id), False, reason)
+        if self.by_message:
+            return self._resolve(self.by_message.popitem(last=False)[1], False, reason)
+        if self.by_topic:
+            return self._resolve(self.by_topic.popitem(last=False)[1], False, reason)
+        return False
