@@ -43,6 +43,7 @@ class Pipeline:
         self.stats = PipelineStats()
         self._batch: list[Envelope] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._space = asyncio.Event()
 
     async def start(self) -> None:
         await self.sink.open()
@@ -62,20 +63,24 @@ class Pipeline:
         if self.add(envelopes):
             await self.flush()
 
-    async def _put(self, batch: list[Envelope]) -> None:
+    async def flush(self) -> None:
+        """Hand the partial batch to the sink queue, waiting while the queue is full.
+
+        The batch leaves the pipeline only once it is in the queue, so a task cancelled while
+        waiting (shutdown) loses nothing: :meth:`close` flushes what is still here.
+        """
+        if not self._batch:
+            return
         if self.queue.full():
             self.stats.backpressure_events += 1
             started = time.monotonic()
-            await self.queue.put(batch)
+            while self.queue.full():
+                self._space.clear()
+                await self._space.wait()
             self.stats.backpressure_seconds += time.monotonic() - started
-        else:
-            self.queue.put_nowait(batch)
-
-    async def flush(self) -> None:
-        """Hand over the partial batch now."""
         if self._batch:
             batch, self._batch = self._batch, []
-            await self._put(batch)
+            self.queue.put_nowait(batch)
 
     async def _tick(self) -> None:
         while True:
@@ -85,6 +90,7 @@ class Pipeline:
     async def _consume(self) -> None:
         while True:
             batch = await self.queue.get()
+            self._space.set()
             if batch is None:
                 return
             await self.sink.write(batch)

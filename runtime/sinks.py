@@ -24,6 +24,9 @@ class Sink(Protocol):
     async def close(self) -> None: ...
 
 
+_DAY_NS = 86_400 * 1_000_000_000
+
+
 def _safe(part: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in part) or "_"
 
@@ -40,26 +43,26 @@ class NdjsonGzSink:
         self.root = root
         self.compresslevel = compresslevel
         self.files_written: set[Path] = set()
+        self._paths: dict[tuple[str, str, str, int], Path] = {}
 
     async def open(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
 
-    def _path(self, env: Envelope) -> Path:
-        day = datetime.fromtimestamp(env["ts_recv"] // 1_000_000_000, UTC).strftime("%Y-%m-%d")
-        return (
-            self.root
-            / _safe(env["exchange"])
-            / _safe(env["channel"])
-            / day
-            / f"{_safe(env['symbol'])}.ndjson.gz"
-        )
+    def _path(self, exchange: str, channel: str, symbol: str, day: int) -> Path:
+        date = datetime.fromtimestamp(day * 86_400, UTC).strftime("%Y-%m-%d")
+        return self.root / _safe(exchange) / _safe(channel) / date / f"{_safe(symbol)}.ndjson.gz"
 
     def _write(self, batch: list[Envelope]) -> None:
-        groups: dict[Path, list[bytes]] = defaultdict(list)
+        groups: dict[tuple[str, str, str, int], list[bytes]] = defaultdict(list)
+        dumps = orjson.dumps
         for env in batch:
-            groups[self._path(env)].append(orjson.dumps(env))
-        for path, lines in groups.items():
-            path.parent.mkdir(parents=True, exist_ok=True)
+            key = (env["exchange"], env["channel"], env["symbol"], env["ts_recv"] // _DAY_NS)
+            groups[key].append(dumps(env))
+        for key, lines in groups.items():
+            path = self._paths.get(key)
+            if path is None:
+                path = self._paths[key] = self._path(*key)
+                path.parent.mkdir(parents=True, exist_ok=True)
             member = gzip.compress(b"\n".join(lines) + b"\n", self.compresslevel, mtime=0)
             with path.open("ab") as handle:
                 handle.write(member)

@@ -94,6 +94,20 @@ class WebsocketsTransport:
 
 
 # -- picows -------------------------------------------------------------------------------------
+_TEXT: object = None
+_BINARY: object = None
+_CONTINUATION: object = None
+_CLOSE: object = None
+
+
+def _load_picows_types() -> None:
+    global _TEXT, _BINARY, _CONTINUATION, _CLOSE
+    from picows import WSMsgType
+
+    _TEXT, _BINARY = WSMsgType.TEXT, WSMsgType.BINARY
+    _CONTINUATION, _CLOSE = WSMsgType.CONTINUATION, WSMsgType.CLOSE
+
+
 class _PicowsConnection:
     """Adapts picows' callback listener to ``recv()``; reassembles fragmented messages."""
 
@@ -107,25 +121,23 @@ class _PicowsConnection:
 
     # listener side (called by picows)
     def frame(self, frame: object) -> None:
-        from picows import WSMsgType
-
         msg_type = frame.msg_type  # type: ignore[attr-defined]
-        if msg_type == WSMsgType.TEXT or msg_type == WSMsgType.BINARY:
+        if msg_type is _TEXT or msg_type is _BINARY:
             if frame.fin and not self._parts:  # type: ignore[attr-defined]
-                if msg_type == WSMsgType.TEXT:
+                if msg_type is _TEXT:
                     self._push(frame.get_payload_as_utf8_text())  # type: ignore[attr-defined]
                 else:
                     self._push(frame.get_payload_as_bytes())  # type: ignore[attr-defined]
                 return
-            self._part_text = msg_type == WSMsgType.TEXT
+            self._part_text = msg_type is _TEXT
             self._parts = [frame.get_payload_as_bytes()]  # type: ignore[attr-defined]
-        elif msg_type == WSMsgType.CONTINUATION:
+        elif msg_type is _CONTINUATION:
             self._parts.append(frame.get_payload_as_bytes())  # type: ignore[attr-defined]
             if frame.fin:  # type: ignore[attr-defined]
                 data = b"".join(self._parts)
                 self._parts = []
                 self._push(data.decode("utf-8") if self._part_text else data)
-        elif msg_type == WSMsgType.CLOSE:
+        elif msg_type is _CLOSE:
             self.lost(TransportClosed(frame.get_close_code(), frame.get_close_message() or ""))  # type: ignore[attr-defined]
 
     def _push(self, item: bytes | str) -> None:
@@ -176,6 +188,7 @@ class PicowsTransport:
     async def connect(self, url: str, *, timeout: float, ping_interval: float | None) -> Connection:
         from picows import WSError, WSListener, ws_connect
 
+        _load_picows_types()
         conn = _PicowsConnection()
 
         class Listener(WSListener):
