@@ -9,7 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.exceptions import (
+    UnexpectedCharacters,
+    UnexpectedEOF,
+    UnexpectedInput,
+    UnexpectedToken,
+    VisitError,
+)
 from lark.tree import Meta
 
 __all__ = [
@@ -157,7 +163,11 @@ def _string_value(tok: Token) -> str:
     if text[0] == "'":
         text = '"' + text[1:-1].replace('\\"', '"').replace('"', '\\"') + '"'
         text = text.replace("\\'", "'")
-    value = json.loads(text)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        offset = (tok.start_pos or 0) + exc.pos
+        raise DslSyntaxError(offset, f"invalid string: {exc.msg.lower()}") from None
     assert isinstance(value, str)
     return value
 
@@ -293,8 +303,9 @@ def _describe_expected(expected: set[str]) -> str:
 
 
 def _keyword(terminal: str) -> str:
-    text = _parser().get_terminal(terminal).pattern.value if terminal else terminal
-    return f"'{text}'"
+    if terminal == "$END":
+        return "end of expression"
+    return f"'{_parser().get_terminal(terminal).pattern.value}'"
 
 
 def parse(text: str) -> Node:
@@ -321,6 +332,11 @@ def parse(text: str) -> Node:
         ) from None
     except UnexpectedInput as exc:  # any other lark input error
         raise DslSyntaxError(exc.pos_in_stream or 0, str(exc).splitlines()[0]) from None
-    node = _ToAst().transform(tree)
+    try:
+        node = _ToAst().transform(tree)
+    except VisitError as exc:
+        if isinstance(exc.orig_exc, DslSyntaxError):
+            raise exc.orig_exc from None
+        raise
     assert isinstance(node, Node)
     return node

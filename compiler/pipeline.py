@@ -7,13 +7,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import black
 import pydantic
+from pydantic_core import ErrorDetails
 
-from compiler.diagnostics import Diagnostic, format_path
+from compiler.diagnostics import Diagnostic
 from compiler.emit import render_module, render_registry
+from compiler.locate import LocatedProblem, Locator, Problem, SchemaCodes, schema_problems
 from compiler.lower import PathProblem, lower
 from compiler.schema import SCHEMA_VERSION, Descriptor
-from compiler.tomlpos import Pos, TomlIndex
 
 TomlPath = tuple[str | int, ...]
 
@@ -30,62 +32,20 @@ class CompileResult:
         return [d for d in self.diagnostics if d.severity == "error"]
 
 
-class _Locator:
-    """Turns TOML paths (and offsets inside DSL strings) into diagnostics."""
+_DESCRIPTOR_CODES = SchemaCodes(unknown_key="E101", missing_key="E102", invalid_value="E103")
 
-    def __init__(self, display: str, text: str) -> None:
-        self.display = display
-        self.lines = text.splitlines()
-        self.index = TomlIndex(text)
 
-    def diagnostic(self, problem: PathProblem) -> Diagnostic:
-        pos: Pos | None = None
-        width = 1
-        if problem.start is not None:
-            pos = self.index.string_char(problem.path, problem.start)
-            end = problem.end if problem.end is not None else problem.start + 1
-            end_pos = self.index.string_char(problem.path, max(end - 1, problem.start))
-            if pos is not None and end_pos is not None and end_pos.line == pos.line:
-                width = end_pos.col - pos.col + 1
-        if pos is None and problem.at_key:
-            pos = self.index.key(problem.path)
-        if pos is None:
-            pos = self.index.value(problem.path) or self.index.nearest(problem.path)
-        source = self.lines[pos.line - 1] if 0 < pos.line <= len(self.lines) else ""
-        return Diagnostic(
-            code=problem.code,
-            message=problem.message,
-            file=self.display,
-            line=pos.line,
-            col=pos.col,
-            toml_path=format_path(problem.path),
-            source_line=source,
-            width=width,
-            severity="warning" if problem.severity == "warning" else "error",
+def _schema_problems(exc: pydantic.ValidationError, data: dict[str, Any]) -> list[LocatedProblem]:
+    def schema_version(loc: TomlPath, err: ErrorDetails) -> list[LocatedProblem] | None:
+        if loc != ("schema",) or err["type"] in ("extra_forbidden", "missing"):
+            return None
+        message = (
+            f"schema {data.get('schema')!r} is not supported; this compiler reads "
+            f'schema = "{SCHEMA_VERSION}"'
         )
+        return [Problem(loc, "E104", message)]
 
-
-def _schema_problems(exc: pydantic.ValidationError, data: dict[str, Any]) -> list[PathProblem]:
-    problems = []
-    for err in exc.errors():
-        loc: TomlPath = tuple(p for p in err["loc"] if isinstance(p, str | int))
-        kind = err["type"]
-        if kind == "extra_forbidden":
-            problems.append(PathProblem(loc, "E101", f"unknown key '{loc[-1]}'", at_key=True))
-        elif kind == "missing":
-            problems.append(PathProblem(loc, "E102", f"missing required key '{loc[-1]}'"))
-        elif loc == ("schema",):
-            problems.append(
-                PathProblem(
-                    loc,
-                    "E104",
-                    f"schema {data.get('schema')!r} is not supported; this compiler reads "
-                    f'schema = "{SCHEMA_VERSION}"',
-                )
-            )
-        else:
-            problems.append(PathProblem(loc, "E103", err["msg"]))
-    return problems
+    return schema_problems(exc, _DESCRIPTOR_CODES, schema_version)
 
 
 def _toml_error(display: str, text: str, exc: tomllib.TOMLDecodeError) -> Diagnostic:
@@ -105,7 +65,7 @@ def compile_descriptor(
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         return None, None, [_toml_error(display, text, exc)]
-    locator = _Locator(display, text)
+    locator = Locator(display, text)
     try:
         desc = Descriptor.model_validate(data)
     except pydantic.ValidationError as exc:
@@ -123,7 +83,14 @@ def compile_descriptor(
     diagnostics = [locator.diagnostic(p) for p in problems]
     if any(d.severity == "error" for d in diagnostics):
         return desc.exchange.id, None, diagnostics
-    return desc.exchange.id, render_module(ir), diagnostics
+    try:
+        module = render_module(ir)
+    except black.InvalidInput as exc:
+        internal = PathProblem(
+            ("exchange", "id"), "E900", f"internal compiler error: {str(exc).splitlines()[0]}"
+        )
+        return desc.exchange.id, None, [*diagnostics, locator.diagnostic(internal)]
+    return desc.exchange.id, module, diagnostics
 
 
 def compile_tree(source_dir: Path) -> CompileResult:

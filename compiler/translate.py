@@ -303,7 +303,10 @@ class Translator:
             return self._lookup(node), _ATOM
         translated = [self._expr(a) for a in node.args]
         plain = [code for code, _ in translated]
-        atoms = [code if prec >= _ATOM else f"({code})" for code, prec in translated]
+        atoms = [
+            code if prec >= _ATOM and not _is_number(arg) else f"({code})"
+            for (code, prec), arg in zip(translated, node.args, strict=True)
+        ]
         template = builtin.template
         if node.func == "levels" and n == 2:
             template = "rt.levels({0}, {1})"
@@ -339,6 +342,10 @@ class Translator:
         cond = f" if {self._wrap(node.cond, _OR)}" if node.cond is not None else ""
         self._locals.pop()
         return f"[{elt} for {node.var} in {iterable}{cond}]"
+
+
+def _is_number(node: Node) -> bool:
+    return isinstance(node, Literal) and isinstance(node.value, int | float)
 
 
 def _valid_local(name: str) -> bool:
