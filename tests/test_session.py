@@ -1,0 +1,313 @@
+"""The runtime against the local mock exchange: end-to-end records, reconnects, failover,
+silence, ACK timeouts and rejections, back-pressure. Loopback only, bounded in time."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import socket
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from runtime.collector import Collector, Instance
+from runtime.envelope import Envelope
+from runtime.mock import MockExchange, MockOptions
+from runtime.pipeline import Pipeline
+from runtime.registry import load_spec
+from runtime.replay import Replayer
+from runtime.run import capture_symbols
+from runtime.session import Backoff, Session
+from runtime.sinks import MemorySink
+from runtime.spec import AckSpec, ExchangeSpec
+from runtime.subscriptions import ConnectionPlan, plan_connections
+from runtime.transport import make_transport
+from tests.crosscheck import CAPTURES, require_captures
+
+FAST = Backoff(initial=0.01, cap=0.05, stable_after=60)
+EXCHANGES = ["binance", "coinbase", "kraken", "okx"]
+
+
+def _ws_records(spec: ExchangeSpec, capture: Path) -> list[dict[str, Any]]:
+    """What `mdgen replay` gives for the capture's WebSocket frames."""
+    replayer = Replayer(spec)
+    out = []
+    for n, line in enumerate(capture.open("rb"), 1):
+        entry = orjson.loads(line)
+        if entry["kind"] == "ws":
+            out.extend(replayer.capture_line(n, entry))
+    return out
+
+
+def _comparable(records: list[dict[str, Any]]) -> list[bytes]:
+    return sorted(
+        orjson.dumps({k: v for k, v in r.items() if k != "ts_recv"}, option=orjson.OPT_SORT_KEYS)
+        for r in records
+    )
+
+
+async def _collect(
+    mock: MockExchange,
+    channels: list[str],
+    *,
+    until: Callable[[MemorySink], bool],
+    timeout: float = 10.0,
+    transport: str = "websockets",
+    spec: ExchangeSpec | None = None,
+    pipeline: Pipeline | None = None,
+) -> tuple[MemorySink, Instance]:
+    spec = spec or mock.client_spec()
+    sink = MemorySink()
+    pipeline = pipeline or Pipeline(sink, batch_size=100, flush_interval=0.05, queue_batches=8)
+    symbols = capture_symbols(mock, channels) if mock.capture.frames else ["BTC-USDT"]
+    inst = Instance("test", spec, symbols, channels)
+    collector = Collector([inst], make_transport(transport), pipeline, backoff=FAST)  # type: ignore[arg-type]
+
+    async def watch() -> None:
+        while not until(pipeline.sink):  # type: ignore[arg-type]
+            await asyncio.sleep(0.02)
+        collector.request_stop()
+
+    watcher = asyncio.create_task(watch())
+    await collector.run(duration=timeout)
+    watcher.cancel()
+    return pipeline.sink, inst  # type: ignore[return-value]
+
+
+def _data(envs: list[Envelope]) -> list[dict[str, Any]]:
+    return [e["record"] for e in envs if e["kind"] not in ("gap", "dead_letter")]
+
+
+@pytest.mark.parametrize("transport", ["websockets", "picows"])
+@pytest.mark.parametrize("exchange", EXCHANGES)
+def test_run_against_mock_gives_the_replay_records(exchange: str, transport: str) -> None:
+    capture = require_captures(exchange) / "raw.ndjson"
+    spec = load_spec(exchange)
+    expected = _ws_records(spec, capture)
+
+    async def main() -> tuple[MemorySink, Instance]:
+        async with MockExchange(spec, capture) as mock:
+            channels = sorted({c for c, _ in mock.capture.pairs()})
+            return await _collect(
+                mock,
+                channels,
+                until=lambda s: len(_data(s.envelopes)) >= len(expected),
+                transport=transport,
+            )
+
+    sink, inst = asyncio.run(main())
+    assert _comparable(_data(sink.envelopes)) == _comparable(expected)
+    assert inst.sessions[0].stats.unrecognized == 0
+    assert inst.sessions[0].stats.malformed == 0
+    assert {e["instance"] for e in sink.envelopes} == {"test"}
+
+
+def test_reconnects_resubscribes_and_records_the_gap() -> None:
+    capture = require_captures("okx") / "raw.ndjson"
+    spec = load_spec("okx")
+
+    async def main() -> tuple[MemorySink, Instance, MockExchange]:
+        async with MockExchange(spec, capture, MockOptions(disconnect_every=40)) as mock:
+            sink, inst = await _collect(
+                mock,
+                ["trades", "book", "ticker"],
+                until=lambda s: sum(e["kind"] == "gap" for e in s.envelopes) >= 2 * 9,
+            )
+            return sink, inst, mock
+
+    sink, inst, mock = asyncio.run(main())
+    stats = inst.sessions[0].stats
+    assert stats.connects >= 3 and stats.reconnects["closed"] >= 2
+    assert mock.stats.subscribes >= 3  # resubscribed after each reconnect
+    gaps = [e["record"] for e in sink.envelopes if e["kind"] == "gap"]
+    assert all(g["gap_end"] > g["gap_start"] and g["reason"] == "closed" for g in gaps)
+    # one gap record per subscribed channel and symbol, per disconnect window
+    assert len({(g["channel"], g["symbol"]) for g in gaps}) == 9
+
+
+def test_backoff_is_exponential_with_full_jitter() -> None:
+    b = Backoff(initial=0.5, cap=30, multiplier=2)
+    assert [b.delay(n, lambda: 1.0) for n in range(8)] == [0.5, 1, 2, 4, 8, 16, 30, 30]
+    assert b.delay(3, lambda: 0.0) == 0.0
+    assert b.delay(3, lambda: 0.25) == 1.0
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_failover_to_the_next_url_when_the_first_refuses() -> None:
+    capture = require_captures("okx") / "raw.ndjson"
+    spec = load_spec("okx")
+
+    async def main() -> tuple[Session, MockExchange]:
+        async with MockExchange(spec, capture, MockOptions(refuse_connections=2)) as mock:
+            dead = f"ws://127.0.0.1:{_closed_port()}/ws"
+            client = mock.client_spec()
+            plan = plan_connections(client, "t", ["BTC-USDT"], ["trades"])[0]
+            plan = dataclasses.replace(plan, urls=(dead, mock.ws_url))
+            sink = MemorySink()
+            pipeline = Pipeline(sink, batch_size=10, flush_interval=0.05, queue_batches=4)
+            await pipeline.start()
+            session = Session(
+                client, "t", plan, make_transport("websockets"), pipeline, backoff=FAST
+            )
+            stop = asyncio.Event()
+            task = asyncio.create_task(session.run(stop))
+            for _ in range(200):
+                await asyncio.sleep(0.02)
+                if session.state == "streaming":
+                    break
+            stop.set()
+            await task
+            await pipeline.close()
+            return session, mock
+
+    session, mock = asyncio.run(main())
+    # dead, refused, dead, refused, dead -> then the mock accepts
+    assert session.stats.connect_failures >= 4
+    assert mock.stats.connections_refused == 2
+    assert session.stats.connects == 1 and session.url is not None
+    assert session.url.startswith(mock.ws_url.rstrip("/"))
+
+
+def test_silence_is_detected_and_recovered() -> None:
+    capture = require_captures("okx") / "raw.ndjson"
+    spec = load_spec("okx")
+
+    async def main() -> Instance:
+        async with MockExchange(spec, capture, MockOptions(silence_ms=3000)) as mock:
+            client = mock.client_spec()
+            ep = client.endpoints["public"]
+            client = dataclasses.replace(
+                client, endpoints={"public": dataclasses.replace(ep, idle_timeout=0.4)}
+            )
+            _, inst = await _collect(
+                mock,
+                ["trades", "book", "ticker"],
+                spec=client,
+                until=lambda s: any(e["kind"] == "gap" for e in s.envelopes),
+            )
+            return inst
+
+    stats = asyncio.run(main()).sessions[0].stats
+    assert stats.reconnects["idle"] >= 1
+    assert stats.gaps >= 1
+
+
+def test_ack_timeout_leads_to_a_retry() -> None:
+    capture = require_captures("okx") / "raw.ndjson"
+    spec = load_spec("okx")
+
+    async def main() -> Instance:
+        async with MockExchange(spec, capture) as mock:
+            client = mock.client_spec()
+            assert client.ack is not None
+            never = dataclasses.replace(client.ack, timeout=0.3, key=lambda m: "never-matches")
+            client = dataclasses.replace(client, ack=never)
+            _, inst = await _collect(
+                mock, ["trades"], spec=client, timeout=1.5, until=lambda s: False
+            )
+            return inst
+
+    stats = asyncio.run(main()).sessions[0].stats
+    assert stats.reconnects["ack_timeout"] >= 2
+    assert stats.subscribe_failures >= 2
+
+
+@pytest.mark.parametrize("exchange", ["binance", "okx", "kraken", "coinbase"])
+def test_rejected_subscriptions_fail_clearly(exchange: str) -> None:
+    capture = require_captures(exchange) / "raw.ndjson"
+    spec = load_spec(exchange)
+
+    async def main() -> Instance:
+        async with MockExchange(spec, capture, MockOptions(reject_subscribe=True)) as mock:
+            channels = sorted({c for c, _ in mock.capture.pairs()})[:1]
+            _, inst = await _collect(mock, channels, timeout=3, until=lambda s: False)
+            return inst
+
+    inst = asyncio.run(main())
+    session = inst.sessions[0]
+    assert session.state == "failed" and inst.state == "failed"
+    assert session.error and session.stats.subscribe_failures >= 1
+    assert session.stats.connects == 1  # a rejection is not retried in a loop
+
+
+def test_back_pressure_bounds_memory_and_is_counted() -> None:
+    capture = require_captures("coinbase") / "raw.ndjson"
+    spec = load_spec("coinbase")
+
+    class SlowSink(MemorySink):
+        async def write(self, batch: list[Envelope]) -> None:
+            await asyncio.sleep(0.02)
+            await super().write(batch)
+
+    sink = SlowSink()
+    pipeline = Pipeline(sink, batch_size=50, flush_interval=0.05, queue_batches=2)
+    peak = 0
+
+    async def main() -> None:
+        nonlocal peak
+        async with MockExchange(spec, capture) as mock:
+
+            async def sample() -> None:
+                nonlocal peak
+                while True:
+                    peak = max(peak, pipeline.queue.qsize())
+                    await asyncio.sleep(0.001)
+
+            sampler = asyncio.create_task(sample())
+            await _collect(
+                mock,
+                ["book"],
+                pipeline=pipeline,
+                timeout=4,
+                until=lambda s: len(s.envelopes) >= 2000,
+            )
+            sampler.cancel()
+
+    asyncio.run(main())
+    assert pipeline.stats.backpressure_events > 0
+    assert pipeline.stats.backpressure_seconds > 0
+    assert peak <= 2
+    # nothing accepted was lost: everything handed to the pipeline reached the sink
+    assert pipeline.stats.records_out == pipeline.stats.records_in == len(sink.envelopes)
+
+
+def test_unrecognized_frames_become_dead_letters(tmp_path: Path) -> None:
+    capture = require_captures("okx") / "raw.ndjson"
+    lines = capture.read_text().splitlines()
+    junk = {"recv_ts": 1652459226.0, "kind": "ws", "conn": "ws.1", "data": '{"surprise": 1}'}
+    bad = {
+        "recv_ts": 1652459226.1,
+        "kind": "ws",
+        "conn": "ws.1",
+        "data": '{"arg":{"channel":"trades","instId":"BTC-USDT"},"data":[{"px":"1"}]}',
+    }
+    first_data = next(i for i, ln in enumerate(lines) if "tradeId" in ln)
+    lines[first_data + 1 : first_data + 1] = [
+        orjson.dumps(junk).decode(),
+        orjson.dumps(bad).decode(),
+    ]
+    path = tmp_path / "raw.ndjson"
+    path.write_text("\n".join(lines) + "\n")
+    spec = load_spec("okx")
+
+    async def main() -> tuple[MemorySink, Instance]:
+        async with MockExchange(spec, path) as mock:
+            return await _collect(
+                mock,
+                ["trades", "book", "ticker"],
+                until=lambda s: sum(e["kind"] == "dead_letter" for e in s.envelopes) >= 2,
+            )
+
+    sink, inst = asyncio.run(main())
+    dead = [e["record"] for e in sink.envelopes if e["kind"] == "dead_letter"]
+    assert {d["reason"].split(":")[0] for d in dead} >= {"no rule matches", "channel trades"}
+    assert inst.sessions[0].stats.unrecognized >= 1 and inst.sessions[0].stats.malformed >= 1
+    assert len(_data(sink.envelopes)) > 0  # other data kept flowing
