@@ -183,6 +183,168 @@ def replay(
         raise typer.Exit(3)
 
 
+CAPTURES_DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "captures"
+
+
+def _split(values: list[str] | None) -> list[str] | None:
+    """``--symbols A,B --symbols C`` -> ``[A, B, C]``."""
+    if not values:
+        return None
+    return [v.strip() for item in values for v in item.split(",") if v.strip()]
+
+
+@app.command()
+def run(
+    exchanges: Annotated[list[str], typer.Argument(help="Exchange ids, e.g. binance okx.")],
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="collector.toml (default: none).")
+    ] = None,
+    symbols: Annotated[
+        list[str] | None, typer.Option("--symbols", help="Canonical symbols, comma-separated.")
+    ] = None,
+    channels: Annotated[
+        list[str] | None, typer.Option("--channels", help="Channel names, comma-separated.")
+    ] = None,
+    duration: Annotated[
+        float | None, typer.Option("--duration", help="Stop after this many seconds.")
+    ] = None,
+    shard: Annotated[
+        str | None, typer.Option("--shard", help="Run a stable share I/N of the symbols.")
+    ] = None,
+    mock: Annotated[
+        bool, typer.Option("--mock", help="Collect from in-process mock exchanges.")
+    ] = False,
+    captures: Annotated[
+        Path,
+        typer.Option("--captures", help="Captures the mock replays: DIR/<exchange>/raw.ndjson."),
+    ] = CAPTURES_DEFAULT,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Override [collector] data_dir.")
+    ] = None,
+    transport: Annotated[
+        str | None, typer.Option("--transport", help="websockets or picows.")
+    ] = None,
+) -> None:
+    """Collect market data, per collector.toml and the options; Ctrl-C stops cleanly."""
+    import asyncio
+    import logging
+
+    from runtime.config import ConfigError, RunOverrides, load_config, plan_instances
+    from runtime.run import PlannedInstance, RunSettings, execute
+    from runtime.session import Backoff
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    plans = []
+    try:
+        for exchange in exchanges:
+            one = RunOverrides([exchange], _split(symbols), _split(channels), shard, duration)
+            if mock and one.symbols is None:
+                cfg, _ = load_config(config)
+                if not any(i.exchange == exchange and i.enabled for i in cfg.instances.values()):
+                    found = _capture_symbols(exchange, captures)
+                    one = RunOverrides([exchange], found, one.channels, shard, duration)
+            cfg, warnings = load_config(config, overrides=one)
+            for warning in warnings:
+                _err(warning.render())
+            plans.extend(plan_instances(cfg, one))
+    except ConfigError as exc:
+        _err(exc.render())
+        raise typer.Exit(2) from None
+    settings = RunSettings(
+        data_dir=data_dir or cfg.collector.data_dir,
+        transport=transport or cfg.collector.transport,  # type: ignore[arg-type]
+        batch_size=cfg.pipeline.batch_size,
+        flush_interval=cfg.pipeline.flush_interval,
+        queue_batches=cfg.pipeline.queue_batches,
+        backoff=Backoff(
+            initial=cfg.reconnect.initial_delay,
+            cap=cfg.reconnect.max_delay,
+            multiplier=cfg.reconnect.multiplier,
+            stable_after=cfg.reconnect.stable_after,
+        ),
+        duration=duration,
+        mock=mock,
+        captures=captures if mock else None,
+    )
+    planned = [PlannedInstance(p.name, p.spec, p.symbols, p.channels) for p in plans]
+    summaries = asyncio.run(execute(planned, settings))
+    for s in summaries:
+        _err(
+            f"{s.name}: {s.state}; {s.messages} messages, {s.records} records, "
+            f"{s.unrecognized} unrecognized, {s.malformed} malformed, {s.reconnects} reconnects, "
+            f"{s.gaps} gaps"
+        )
+    _err(f"records are under {settings.data_dir}/")
+
+
+def _capture_symbols(exchange: str, captures: Path) -> list[str] | None:
+    """Canonical symbols of an exchange's capture (what a mock run collects by default)."""
+    from runtime.mock import load_capture
+    from runtime.registry import load_spec
+
+    path = captures / exchange / "raw.ndjson"
+    if not path.is_file():
+        return None
+    return sorted(set(load_capture(load_spec(exchange), path).symbols.values()))
+
+
+@app.command("mock")
+def mock_cmd(
+    exchange: Annotated[str, typer.Argument(help="Exchange id.")],
+    capture: Annotated[
+        Path | None, typer.Option("--capture", help="Capture to replay (raw.ndjson format).")
+    ] = None,
+    port: Annotated[int, typer.Option("--port", help="WebSocket port; REST on port+1.")] = 0,
+    speed: Annotated[float, typer.Option("--speed", help="0 = fast, 1 = real time.")] = 1.0,
+    loop: Annotated[
+        bool, typer.Option("--loop", help="Replay the capture again and again.")
+    ] = False,
+    gap_every: Annotated[int, typer.Option("--gap-every", help="Drop every Nth data frame.")] = 0,
+    disconnect_every: Annotated[
+        int, typer.Option("--disconnect-every", help="Close after N data frames.")
+    ] = 0,
+    silence_ms: Annotated[int, typer.Option("--silence-ms", help="Go silent once, this long.")] = 0,
+    binary_rate: Annotated[
+        float, typer.Option("--binary-rate", help="Share of text frames sent as binary.")
+    ] = 0.0,
+    reject_subscribe: Annotated[
+        bool, typer.Option("--reject-subscribe", help="Reject every subscription.")
+    ] = False,
+    refuse_connections: Annotated[
+        int, typer.Option("--refuse-connections", help="Refuse the first K connections.")
+    ] = 0,
+) -> None:
+    """Serve a local mock of EXCHANGE (WebSocket + REST on 127.0.0.1) replaying a capture."""
+    import asyncio
+    import contextlib
+
+    from runtime.mock import MockOptions, run_mock
+    from runtime.registry import UnknownExchangeError, load_spec
+
+    try:
+        load_spec(exchange)
+    except UnknownExchangeError as exc:
+        _err(f"error: {exc}")
+        raise typer.Exit(2) from None
+    if capture is None:
+        default = CAPTURES_DEFAULT / exchange / "raw.ndjson"
+        capture = default if default.is_file() else None
+    options = MockOptions(
+        speed=speed,
+        loop=loop,
+        gap_every=gap_every,
+        disconnect_every=disconnect_every,
+        silence_ms=silence_ms,
+        binary_rate=binary_rate,
+        reject_subscribe=reject_subscribe,
+        refuse_connections=refuse_connections,
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_mock(exchange, capture, port, options))
+
+
 def main() -> None:
     """Entry point of the ``mdgen`` console script."""
     app()
