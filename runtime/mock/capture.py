@@ -1,0 +1,235 @@
+"""A capture loaded for serving: WS frames classified by the spec, REST replies, known topics."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+
+from runtime.frames import Compression, FrameError, decode
+from runtime.replay import PARSE_ERRORS
+from runtime.spec import Context, ExchangeSpec
+
+FrameKind = Literal["data", "unroutable", "meta"]
+Pair = tuple[str, str]
+"""(channel, symbol_raw)."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One captured WebSocket frame the mock may send.
+
+    ``kind``: ``data`` (routed and parsed; ``pairs`` are the (channel, symbol_raw) of its
+    records), ``unroutable`` (no route, routing/parse failed or no records: sent to every
+    subscriber), ``meta`` (heartbeat/info: sent to every subscriber regardless of topics).
+    ``text`` is the frame as received; ``raw`` the original bytes of a binary frame.
+    """
+
+    line: int
+    ts: float
+    conn: str
+    kind: FrameKind
+    text: str
+    raw: bytes | None = None
+    pairs: frozenset[Pair] = frozenset()
+
+
+@dataclass(frozen=True)
+class RestReply:
+    line: int
+    path: str
+    query: tuple[tuple[str, str], ...]
+    body: bytes
+    status: int = 200
+
+
+def norm(value: Any) -> bytes:
+    """A value's identity for topic comparison: canonical JSON (sorted keys)."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+
+
+@dataclass
+class Capture:
+    """Everything the mock serves from one capture file."""
+
+    frames: list[Frame] = field(default_factory=list)
+    """Frames streamed after a subscribe, in capture order (data, unroutable, meta)."""
+    greeting: list[Frame] = field(default_factory=list)
+    """Info frames the first capture connection received before anything else: sent on connect."""
+    rest: list[RestReply] = field(default_factory=list)
+    symbols: dict[str, str] = field(default_factory=dict)
+    """Raw symbols seen in data records -> their canonical symbol."""
+    counts: Counter[str] = field(default_factory=Counter)
+    """Captured frames by route kind (plus ``unroutable``, ``skipped_meta``, ``rest``)."""
+
+    def pairs(self) -> set[Pair]:
+        """Every (channel, symbol_raw) that has data frames."""
+        return {p for f in self.frames for p in f.pairs}
+
+
+def _lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    with path.open("rb") as fh:
+        for number, raw in enumerate(fh, 1):
+            if raw.strip():
+                entry = orjson.loads(raw)
+                if isinstance(entry, dict):
+                    yield number, entry
+
+
+def load_capture(spec: ExchangeSpec, path: Path | None) -> Capture:
+    """Read and classify a capture NDJSON (see shared/captures/README.md for the format)."""
+    return classify(spec, _lines(path) if path is not None else ())
+
+
+def classify(spec: ExchangeSpec, entries: Iterable[tuple[int, dict[str, Any]]]) -> Capture:
+    """Classify capture entries: ``spec.route`` per frame, ACK bindings per capture connection."""
+    cap = Capture()
+    default: Compression = next(iter(spec.endpoints.values())).compression
+    contexts: dict[str, Context] = {}
+    primary: str | None = None
+    greeting_open = True
+    for line, entry in entries:
+        if entry.get("kind") == "rest":
+            cap.counts["rest"] += 1
+            cap.rest.append(_rest_reply(line, entry))
+            continue
+        conn = str(entry.get("conn", ""))
+        if primary is None:
+            primary = conn
+        text = str(entry.get("data", ""))
+        raw = base64.b64decode(entry["data_b64"]) if "data_b64" in entry else None
+        encoding = entry.get("encoding")
+        compression: Compression = encoding if encoding in ("gzip", "deflate") else default
+        ctx = contexts.setdefault(conn, Context())
+        kind, pairs, route_kind = _classify_frame(
+            spec, raw if raw is not None else text, compression, ctx, cap
+        )
+        cap.counts[route_kind] += 1
+        if conn == primary and greeting_open:
+            if kind == "meta" and route_kind == "info":
+                cap.greeting.append(Frame(line, _ts(entry), conn, kind, text, raw))
+                continue
+            greeting_open = False
+        if kind == "meta" and conn != primary:
+            cap.counts["skipped_meta"] += 1
+        elif kind is not None:
+            cap.frames.append(Frame(line, _ts(entry), conn, kind, text, raw, pairs))
+    return cap
+
+
+def _classify_frame(
+    spec: ExchangeSpec, payload: bytes | str, compression: Compression, ctx: Context, cap: Capture
+) -> tuple[FrameKind | None, frozenset[Pair], str]:
+    """(frame kind or None when the mock generates such frames itself, pairs, route kind)."""
+    try:
+        msg = decode(payload, compression)
+        code = spec.route(msg, ctx)
+    except (FrameError, *PARSE_ERRORS):
+        return "unroutable", frozenset(), "unroutable"
+    if code < 0:
+        return "unroutable", frozenset(), "unroutable"
+    route = spec.routes[code]
+    if route.kind == "ack":
+        _bind(spec, msg, ctx)
+    if route.kind in ("heartbeat", "info"):
+        return "meta", frozenset(), route.kind
+    if route.kind != "data" or route.parse is None:
+        return None, frozenset(), route.kind  # ack/error/ping/pong/reconnect: generated
+    try:
+        records = route.parse(msg, 0, ctx)
+        pairs = frozenset((str(r["channel"]), str(r["symbol_raw"])) for r in records)
+    except PARSE_ERRORS:
+        return "unroutable", frozenset(), "unroutable"
+    if not pairs:
+        return "unroutable", frozenset(), "unroutable"
+    for r in records:
+        symbol = r.get("symbol")
+        cap.symbols.setdefault(str(r["symbol_raw"]), symbol if isinstance(symbol, str) else "")
+    return "data", pairs, "data"
+
+
+def _bind(spec: ExchangeSpec, msg: Any, ctx: Context) -> None:
+    ack = spec.ack
+    if ack is None or ack.bind_key is None or ack.bind_value is None:
+        return
+    with contextlib.suppress(*PARSE_ERRORS):
+        ctx.bound[ack.bind_key(msg)] = ack.bind_value(msg)
+
+
+def _ts(entry: dict[str, Any]) -> float:
+    ts = entry.get("recv_ts")
+    return float(ts) if isinstance(ts, int | float) else 0.0
+
+
+def _rest_reply(line: int, entry: dict[str, Any]) -> RestReply:
+    from urllib.parse import parse_qsl, urlsplit
+
+    parts = urlsplit(str(entry.get("url", "")))
+    status = entry.get("status")
+    return RestReply(
+        line,
+        parts.path or "/",
+        tuple(parse_qsl(parts.query, keep_blank_values=True)),
+        str(entry.get("data", "")).encode(),
+        status if isinstance(status, int) else 200,
+    )
+
+
+class TopicIndex:
+    """Maps subscription (topic, key) to the (channel, symbol_raw) pairs it stands for.
+
+    Built from ``spec.channels[c].topic(raw, canonical)`` for every channel and every raw symbol
+    of the capture; topics compare as canonical JSON. A channel with a key matches only when
+    the request's key equals ``channel.key()`` (or when the spec's mock has no ``key`` rule).
+    """
+
+    def __init__(self, spec: ExchangeSpec, symbols: dict[str, str]) -> None:
+        self._keyed: dict[tuple[bytes, bytes], set[Pair]] = {}
+        self._by_topic: dict[bytes, set[Pair]] = {}
+        self._unkeyed: dict[bytes, set[Pair]] = {}
+        self.strings: dict[str, set[Pair]] = {}
+        """String topics (for URL-mode subscriptions)."""
+        for name, channel in spec.channels.items():
+            key = channel.key() if channel.key is not None else None
+            for raw, canonical in symbols.items():
+                symbol = canonical or _canonical(spec, raw)
+                try:
+                    topic = channel.topic(raw, symbol)
+                    t = norm(topic)
+                except (*PARSE_ERRORS, orjson.JSONEncodeError):
+                    continue
+                pair = (name, raw)
+                self._by_topic.setdefault(t, set()).add(pair)
+                if isinstance(topic, str):
+                    self.strings.setdefault(topic, set()).add(pair)
+                if channel.key is None:
+                    self._unkeyed.setdefault(t, set()).add(pair)
+                else:
+                    self._keyed.setdefault((t, norm(key)), set()).add(pair)
+
+    def lookup(self, topic: Any, key: Any, has_key: bool) -> set[Pair]:
+        """Pairs of one requested topic (empty when unknown)."""
+        try:
+            t = norm(topic)
+        except orjson.JSONEncodeError:
+            return set()
+        if not has_key:
+            return set(self._by_topic.get(t, ()))
+        try:
+            k = norm(key)
+        except orjson.JSONEncodeError:
+            k = b""
+        return self._unkeyed.get(t, set()) | self._keyed.get((t, k), set())
+
+
+def _canonical(spec: ExchangeSpec, raw: str) -> str:
+    try:
+        return spec.symbols.canonical(raw)
+    except ValueError:
+        return raw

@@ -1,0 +1,519 @@
+"""The mock exchange: replays a capture over an exchange's own WebSocket protocol, plus REST.
+
+Everything exchange-specific comes from the spec: ``spec.mock`` recognises subscribes and client
+pings and builds ACKs, rejects, pongs and server pings; ``spec.route`` and the routes' parsers
+classify captured frames; ``spec.channels[c].topic``/``.key`` map requested topics to
+(channel, symbol_raw).
+
+Behaviour (per connection):
+
+- On connect: the capture's greeting (info frames its first connection got before anything
+  else, e.g. a system status) is sent. Nothing else is streamed before a subscribe.
+- A client message for which ``spec.mock.subscribe`` is true is a subscribe. Each requested
+  (topic, key) is matched against the topics of every channel and every raw symbol of the
+  capture (canonical-JSON equality; keyed channels also need ``key == channel.key()``). Unknown
+  topics are ACKed too but stream nothing. Replies: ``ack(msg, topic)`` per topic or
+  ``ack(msg, None)`` per message (``reject`` with ``reject_subscribe``; rejected topics are not
+  subscribed). A malformed subscribe (``topics``/``key`` rules fail) is rejected.
+- After the first accepted subscribe the capture's frames stream in capture order: data frames
+  whose (channel, symbol_raw) — any of them, for frames with several records — is subscribed
+  (re-evaluated per frame, so later subscribes join the running stream), unroutable frames
+  (no route, routing/parse failure, no records) and heartbeat/info frames (of the capture's
+  first connection only, so a multi-connection capture does not repeat them). Captured ACKs,
+  errors, pings, pongs and reconnect notices are never replayed. Without ``loop`` the stream
+  ends with the capture; a subscribe after that streams nothing.
+- URL-mode specs (``spec.subscribe.mode == "url"``): string topics found in the request
+  path/query are subscribed on connect; when none is recognised, everything is streamed.
+- Keepalive: with ``spec.mock.ping`` the mock sends ``ping(n)`` every ping interval; any client
+  message that is neither a subscribe nor a client ping counts as the answer while a ping is
+  outstanding. Without an answer within ``pong_timeout`` the connection is closed (1008).
+  ``client_ping`` messages are answered with ``pong(msg)``. Protocol-level pings are handled by
+  ``websockets``. Other client messages (e.g. unsubscribes) are ignored.
+- Outgoing payloads: ``str`` verbatim as text, ``bytes`` as binary, anything else as JSON text;
+  on endpoints declaring gzip/deflate every frame is binary and compressed (captured binary
+  frames are sent as their original bytes). The endpoint is chosen by matching the request path
+  to the endpoint URLs' paths (default: the first endpoint).
+- REST (own port): GET/HEAD at captured paths return the captured body (best matching query,
+  see :class:`~runtime.mock.rest.RestIndex`), 404 JSON for other paths, 405 for other methods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import math
+import re
+import zlib
+from collections.abc import Coroutine, Iterable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import orjson
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
+from websockets.http11 import Request, Response
+
+from runtime.frames import Compression, FrameError, decode
+from runtime.mock.capture import Capture, Frame, Pair, TopicIndex, load_capture
+from runtime.mock.rest import HttpServer, Reply, RestIndex
+from runtime.replay import PARSE_ERRORS
+from runtime.spec import ExchangeSpec, MockSpec
+
+log = logging.getLogger(__name__)
+
+YIELD_EVERY = 16
+"""At speed 0, yield to the event loop every this many frames so other tasks keep running."""
+SILENCE_AFTER = 10
+"""``silence_ms`` pauses a connection once, after this many data frames."""
+CLOSE_TIMEOUT = 1.0
+"""Seconds the mock waits for a client to answer its close frame (stop, disconnects)."""
+"""``silence_ms`` pauses a connection once, after this many data frames."""
+
+
+@dataclass
+class MockOptions:
+    """Replay speed and the faults the mock injects (all per connection unless noted)."""
+
+    speed: float = 0.0
+    """0 = as fast as possible; 1.0 = real time by ``recv_ts``; 10 = ten times faster."""
+    loop: bool = False
+    """Replay the capture again when it ends."""
+    gap_every: int = 0
+    """Drop every Nth data frame (a sequence gap); counted in ``stats.frames_dropped``."""
+    disconnect_every: int = 0
+    """Close the connection (code 1001) after N data frames were sent on it."""
+    silence_ms: int = 0
+    """Pause sending (data and heartbeats) this long, once, after the first 10 data frames."""
+    binary_rate: float = 0.0
+    """Share (0..1) of text frames sent as binary frames (same UTF-8 bytes), deterministic."""
+    reject_subscribe: bool = False
+    """Answer every subscribe with ``spec.mock.reject``; nothing is streamed."""
+    refuse_connections: int = 0
+    """Refuse the first K WebSocket connection attempts of the server with HTTP 503."""
+    ping_interval: float | None = None
+    """Override ``spec.mock.ping_interval`` (seconds between the mock's own pings)."""
+
+
+@dataclass
+class MockStats:
+    """What the mock did, for tests and the CLI."""
+
+    connections_accepted: int = 0
+    connections_refused: int = 0
+    subscribes: int = 0
+    acks_sent: int = 0
+    rejects_sent: int = 0
+    data_frames_sent: int = 0
+    frames_dropped: int = 0
+    disconnects: int = 0
+    """Connections the mock closed itself (``disconnect_every`` and pong timeouts)."""
+    pong_timeouts: int = 0
+    pings_sent: int = 0
+    pongs_received: int = 0
+    client_pings: int = 0
+    paths: list[str] = field(default_factory=list)
+    """Request path (with query) of every WebSocket connection attempt, refused ones too."""
+    rest_requests: list[str] = field(default_factory=list)
+    """Request target of every REST request."""
+    errors: list[str] = field(default_factory=list)
+    """Unexpected exceptions in connection tasks (a bug in the mock or in a spec rule)."""
+
+
+class _Conn:
+    """State of one client connection."""
+
+    def __init__(self, ws: ServerConnection, compression: Compression) -> None:
+        self.ws = ws
+        self.compression = compression
+        self.subscribed: set[Pair] = set()
+        self.active = False
+        """An accepted subscribe happened: unroutable and heartbeat/info frames flow."""
+        self.everything = False
+        self.changed = asyncio.Event()
+        self.streamer: asyncio.Task[None] | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.text_frames = 0
+        self.data_seen = 0
+        self.data_sent = 0
+        self.silenced = False
+        self.ping_outstanding = False
+        self.pong = asyncio.Event()
+
+    def wants(self, frame: Frame) -> bool:
+        if not self.active:
+            return False
+        if frame.kind != "data" or self.everything:
+            return True
+        return not frame.pairs.isdisjoint(self.subscribed)
+
+
+class MockExchange:
+    """A local exchange serving one capture: ``async with MockExchange(spec, path) as mock:``."""
+
+    def __init__(
+        self, spec: ExchangeSpec, capture: Path | None, options: MockOptions | None = None
+    ) -> None:
+        if spec.mock is None and spec.subscribe.mode != "url":
+            raise ValueError(
+                f"exchange '{spec.id}' has no [mock] section in {spec.descriptor}: "
+                "the mock cannot recognise its subscribe requests"
+            )
+        self.spec = spec
+        self.options = options if options is not None else MockOptions()
+        self.capture: Capture = load_capture(spec, capture)
+        self.topics = TopicIndex(spec, self.capture.symbols)
+        self.rest = RestIndex(self.capture.rest)
+        self.stats = MockStats()
+        self.ws_url = ""
+        self.http_url = ""
+        self._ws_server: Server | None = None
+        self._http = HttpServer(self._rest_reply)
+        self._refused = 0
+        self._default_compression: Compression = next(iter(spec.endpoints.values())).compression
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def start(self, host: str = "127.0.0.1", port: int = 0, rest_port: int = 0) -> None:
+        """Listen for WebSocket (``port``) and REST (``rest_port``) clients; 0 = a free port."""
+        self._ws_server = await serve(
+            self._handler,
+            host,
+            port,
+            process_request=self._process_request,
+            close_timeout=CLOSE_TIMEOUT,
+        )
+        ws_port = self._ws_server.sockets[0].getsockname()[1]
+        await self._http.start(host, rest_port)
+        netloc = f"[{host}]" if ":" in host else host
+        self.ws_url = f"ws://{netloc}:{ws_port}/"
+        self.http_url = f"http://{netloc}:{self._http.port}"
+
+    async def stop(self) -> None:
+        """Close every connection (code 1001) and both listeners; waits for all tasks."""
+        if self._ws_server is not None:
+            self._ws_server.close()
+            await self._ws_server.wait_closed()
+            self._ws_server = None
+        await self._http.stop()
+
+    async def __aenter__(self) -> MockExchange:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- helpers for clients and tests --------------------------------------------------------
+    def client_spec(self) -> ExchangeSpec:
+        """``self.spec`` with its WebSocket URLs and REST base URLs pointing at this mock.
+
+        Each endpoint URL keeps its path and query (the mock records them), so URL-mode
+        subscriptions still work.
+        """
+        base = self.ws_url.rstrip("/")
+        endpoints = {}
+        for name, ep in self.spec.endpoints.items():
+            urls = []
+            for url in ep.urls:
+                parts = urlsplit(url)
+                local = base + (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+                if local not in urls:
+                    urls.append(local)
+            endpoints[name] = dataclasses.replace(ep, urls=tuple(urls))
+        rest = self.spec.rest
+        if rest is not None:
+            rest = dataclasses.replace(rest, base_urls=(self.http_url,))
+        return dataclasses.replace(self.spec, endpoints=endpoints, rest=rest)
+
+    def true_frames(self, pairs: Iterable[Pair] | None = None, *, meta: bool = False) -> list[str]:
+        """Texts of the captured frames a client subscribed to ``pairs`` (None = everything)
+        receives with default options, in order: data frames of those pairs, unroutable frames,
+        and heartbeat/info frames when ``meta``."""
+        wanted = None if pairs is None else set(pairs)
+        out = []
+        for f in self.capture.frames:
+            if f.kind == "meta" and not meta:
+                continue
+            if f.kind == "data" and wanted is not None and f.pairs.isdisjoint(wanted):
+                continue
+            out.append(f.text)
+        return out
+
+    # -- WebSocket side -------------------------------------------------------------------------
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        self.stats.paths.append(request.path)
+        if self._refused < self.options.refuse_connections:
+            self._refused += 1
+            self.stats.connections_refused += 1
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "Service Unavailable\n")
+        return None
+
+    def _compression_for(self, path: str) -> Compression:
+        wanted = urlsplit(path).path.rstrip("/")
+        for ep in self.spec.endpoints.values():
+            if any(urlsplit(u).path.rstrip("/") == wanted for u in ep.urls):
+                return ep.compression
+        return self._default_compression
+
+    async def _handler(self, ws: ServerConnection) -> None:
+        self.stats.connections_accepted += 1
+        path = ws.request.path if ws.request is not None else "/"
+        conn = _Conn(ws, self._compression_for(path))
+        mock = self.spec.mock
+        try:
+            for frame in self.capture.greeting:
+                await self._send_frame(conn, frame)
+            if mock is not None and mock.ping is not None:
+                self._spawn(conn, self._pinger(conn, mock))
+            if self.spec.subscribe.mode == "url":
+                self._subscribe_url(conn, path)
+            async for message in ws:
+                await self._on_message(conn, message)
+        except ConnectionClosed:
+            pass
+        except Exception as exc:  # a spec rule or the mock failed: report, close with 1011
+            self._error(exc)
+            await ws.close(CloseCode.INTERNAL_ERROR, "mock error")
+        finally:
+            for task in conn.tasks:
+                task.cancel()
+            await asyncio.gather(*conn.tasks, return_exceptions=True)
+
+    def _spawn(self, conn: _Conn, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(self._guard(coro))
+        conn.tasks.add(task)
+        return task
+
+    async def _guard(self, coro: Coroutine[Any, Any, None]) -> None:
+        try:
+            await coro
+        except ConnectionClosed:
+            pass
+        except Exception as exc:
+            self._error(exc)
+
+    def _error(self, exc: BaseException) -> None:
+        self.stats.errors.append(repr(exc))
+        log.error("mock %s: %r", self.spec.id, exc, exc_info=exc)
+
+    def _decode_client(self, conn: _Conn, message: str | bytes) -> Any:
+        if isinstance(message, bytes) and conn.compression != "none":
+            try:
+                return decode(message, conn.compression)
+            except FrameError:
+                pass
+        try:
+            return decode(message)
+        except FrameError:
+            return message
+
+    async def _on_message(self, conn: _Conn, message: str | bytes) -> None:
+        """A client message: subscribe, client ping, or (while a ping is outstanding) a pong.
+
+        Any client message that is neither a subscribe nor a client ping counts as the answer
+        to the mock's outstanding ping; other messages are ignored.
+        """
+        mock = self.spec.mock
+        if mock is None:
+            return
+        msg = self._decode_client(conn, message)
+        if _true(mock.subscribe, msg):
+            await self._subscribe(conn, mock, msg)
+        elif mock.client_ping is not None and _true(mock.client_ping, msg):
+            self.stats.client_pings += 1
+            pong = mock.pong
+            if pong is not None:
+                for reply in _replies(lambda m, _: pong(m), msg, [None]):
+                    await self._send(conn, reply)
+        elif conn.ping_outstanding:
+            conn.ping_outstanding = False
+            self.stats.pongs_received += 1
+            conn.pong.set()
+
+    async def _subscribe(self, conn: _Conn, mock: MockSpec, msg: Any) -> None:
+        self.stats.subscribes += 1
+        topics: list[Any] | None
+        try:
+            topics = list(mock.topics(msg))
+            key = mock.key(msg) if mock.key is not None else None
+        except PARSE_ERRORS:
+            topics, key = None, None
+        per_topic = mock.ack_per == "topic" and topics is not None
+        targets: list[Any] = list(topics or ()) if per_topic else [None]
+        if topics is None or self.options.reject_subscribe:
+            for reply in _replies(mock.reject, msg, targets):
+                await self._send(conn, reply)
+                self.stats.rejects_sent += 1
+            return
+        for topic in topics:
+            conn.subscribed |= self.topics.lookup(topic, key, mock.key is not None)
+        for reply in _replies(mock.ack, msg, targets):
+            await self._send(conn, reply)
+            self.stats.acks_sent += 1
+        conn.active = True
+        conn.changed.set()
+        if conn.streamer is None:
+            conn.streamer = self._spawn(conn, self._stream(conn))
+
+    def _subscribe_url(self, conn: _Conn, path: str) -> None:
+        """URL-mode subscriptions: string topics found in the request path/query; when none is
+        found, everything is streamed."""
+        pairs: set[Pair] = set()
+        for token in re.split(r"[/?&=,]", unquote(path)):
+            pairs |= self.topics.strings.get(token, set())
+        conn.subscribed = pairs
+        conn.everything = not pairs
+        conn.active = True
+        conn.streamer = self._spawn(conn, self._stream(conn))
+
+    async def _stream(self, conn: _Conn) -> None:
+        opts = self.options
+        frames = self.capture.frames
+        loop = asyncio.get_running_loop()
+        while True:
+            sent = 0
+            start = loop.time()
+            base = frames[0].ts if frames else 0.0
+            for index, frame in enumerate(frames):
+                if not conn.wants(frame):
+                    continue
+                if opts.speed > 0:
+                    delay = start + (frame.ts - base) / opts.speed - loop.time()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                elif index % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+                if frame.kind == "meta":
+                    await self._send_frame(conn, frame)
+                    sent += 1
+                    continue
+                conn.data_seen += 1
+                if opts.gap_every > 0 and conn.data_seen % opts.gap_every == 0:
+                    self.stats.frames_dropped += 1
+                    continue
+                if opts.silence_ms > 0 and not conn.silenced and conn.data_sent >= SILENCE_AFTER:
+                    conn.silenced = True
+                    await asyncio.sleep(opts.silence_ms / 1000)
+                    start += opts.silence_ms / 1000
+                await self._send_frame(conn, frame)
+                sent += 1
+                conn.data_sent += 1
+                self.stats.data_frames_sent += 1
+                if opts.disconnect_every > 0 and conn.data_sent >= opts.disconnect_every:
+                    self.stats.disconnects += 1
+                    await conn.ws.close(CloseCode.GOING_AWAY, "mock: disconnect_every")
+                    return
+            if not opts.loop:
+                return
+            if sent == 0:  # nothing matches: wait for another subscribe instead of spinning
+                conn.changed.clear()
+                await conn.changed.wait()
+            else:
+                await asyncio.sleep(0)
+
+    async def _pinger(self, conn: _Conn, mock: MockSpec) -> None:
+        assert mock.ping is not None
+        interval = self.options.ping_interval
+        if interval is None:
+            interval = mock.ping_interval
+        number = 0
+        while True:
+            await asyncio.sleep(interval)
+            number += 1
+            conn.pong.clear()
+            conn.ping_outstanding = True
+            await self._send(conn, mock.ping(number))
+            self.stats.pings_sent += 1
+            if mock.pong_timeout is None:
+                continue
+            try:
+                await asyncio.wait_for(conn.pong.wait(), mock.pong_timeout)
+            except TimeoutError:
+                self.stats.pong_timeouts += 1
+                self.stats.disconnects += 1
+                await conn.ws.close(CloseCode.POLICY_VIOLATION, "mock: pong timeout")
+                return
+
+    async def _send(self, conn: _Conn, payload: Any) -> None:
+        """A generated payload: ``str`` verbatim, ``bytes`` as binary, anything else as JSON."""
+        if isinstance(payload, bytes):
+            await conn.ws.send(payload)
+            return
+        text = payload if isinstance(payload, str) else orjson.dumps(payload).decode()
+        await self._send_text(conn, text, None)
+
+    async def _send_frame(self, conn: _Conn, frame: Frame) -> None:
+        await self._send_text(conn, frame.text, frame.raw)
+
+    async def _send_text(self, conn: _Conn, text: str, raw: bytes | None) -> None:
+        if raw is not None:  # a captured binary frame: its original bytes
+            await conn.ws.send(raw)
+        elif conn.compression != "none":
+            await conn.ws.send(compress(text.encode(), conn.compression))
+        else:
+            conn.text_frames += 1
+            n, rate = conn.text_frames, self.options.binary_rate
+            binary = rate > 0 and math.floor(n * rate) > math.floor((n - 1) * rate)
+            await conn.ws.send(text.encode() if binary else text)
+
+    # -- REST side ------------------------------------------------------------------------------
+    def _rest_reply(self, method: str, target: str) -> Reply:
+        self.stats.rest_requests.append(target)
+        if method not in ("GET", "HEAD"):
+            return 405, orjson.dumps({"error": "method not allowed", "method": method})
+        reply = self.rest.find(target)
+        if reply is None:
+            return 404, orjson.dumps({"error": "not found", "path": urlsplit(target).path})
+        return reply.status, reply.body
+
+
+def compress(data: bytes, compression: Compression) -> bytes:
+    """Compress one frame as the endpoint declares: gzip, or raw deflate."""
+    if compression == "none":
+        return data
+    obj = zlib.compressobj(wbits=31 if compression == "gzip" else -15)
+    return obj.compress(data) + obj.flush()
+
+
+def _true(rule: Any, msg: Any) -> bool:
+    try:
+        return bool(rule(msg))
+    except PARSE_ERRORS:
+        return False
+
+
+def _replies(build: Any, msg: Any, targets: list[Any]) -> list[Any]:
+    """ACKs/rejects for ``targets`` (topics, or [None] per message); rules that fail on a
+    malformed request produce no reply."""
+    out = []
+    for target in targets:
+        try:
+            out.append(build(msg, target))
+        except PARSE_ERRORS as exc:
+            log.warning("mock: cannot build a reply to %r: %r", msg, exc)
+    return out
+
+
+async def run_mock(exchange: str, capture: Path | None, port: int, options: MockOptions) -> None:
+    """Serve ``exchange``'s mock until cancelled; REST listens on ``port + 1`` (free port when
+    ``port`` is 0). Prints the URLs."""
+    from runtime.registry import load_spec
+
+    spec = load_spec(exchange)
+    mock = MockExchange(spec, capture, options)
+    await mock.start(port=port, rest_port=port + 1 if port else 0)
+    cap = mock.capture
+    print(f"mock {spec.name}: ws {mock.ws_url}  rest {mock.http_url}", flush=True)
+    print(
+        f"  capture: {len(cap.frames)} frames ({len(cap.pairs())} channel/symbol pairs), "
+        f"{len(cap.rest)} REST replies at {', '.join(mock.rest.paths()) or '-'}",
+        flush=True,
+    )
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await mock.stop()
