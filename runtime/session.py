@@ -211,7 +211,7 @@ class Session:
                 task.cancel()
             await asyncio.gather(reader, stopper, *helpers, return_exceptions=True)
             with contextlib.suppress(TransportClosed, OSError, TimeoutError):
-                await asyncio.wait_for(conn.close(), 2.0)
+                await asyncio.wait_for(conn.close(), 3.0)
 
     @staticmethod
     def _reader_reason(reader: asyncio.Task[str]) -> str:

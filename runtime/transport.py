@@ -86,7 +86,7 @@ class WebsocketsTransport:
                 ping_timeout=None if ping_interval is None else max(ping_interval, 10.0),
                 max_size=None,
                 max_queue=1024,
-                close_timeout=2,
+                close_timeout=1,
             )
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
             raise TransportError(f"cannot connect to {url}: {exc}") from exc
