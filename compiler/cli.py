@@ -86,20 +86,20 @@ def compile_cmd(
     """Compile every descriptor into generated/ (only changed files are written)."""
     result = _compile(directory)
     target = out or directory.parent / "generated"
-    changed: list[tuple[str, str, str]] = []  # name, old, new
+    changed: list[tuple[str, str | None, str]] = []  # name, old (None: missing), new
     for name, text in sorted(result.files.items()):
         path = target / name
         old = path.read_text(encoding="utf-8") if path.is_file() else None
         if old != text:
-            changed.append((name, old or "", text))
+            changed.append((name, old, text))
     stale = _stale(target, result.files)
     if check:
         for name, old, new in changed:
-            state = "changed" if old else "missing"
+            state = "missing" if old is None else "changed"
             _err(f"{state}: {target / name}")
             sys.stdout.writelines(
                 difflib.unified_diff(
-                    old.splitlines(keepends=True),
+                    (old or "").splitlines(keepends=True),
                     new.splitlines(keepends=True),
                     fromfile=f"a/{target / name}",
                     tofile=f"b/{target / name}",

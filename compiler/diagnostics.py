@@ -26,6 +26,23 @@ CODES: dict[str, str] = {
     "E308": "inconsistent settings",
     "E309": "exchange id does not match the file name, or is used twice",
     "W001": "symbol_map_file does not exist",
+    "E900": "internal compiler error (the generated code does not parse): please report it",
+    "E400": "the collector config is not valid TOML",
+    "E401": "unknown key in the collector config",
+    "E402": "missing required key in the collector config",
+    "E403": "invalid value in the collector config or on the command line",
+    "E404": "the collector config file cannot be read",
+    "E405": "invalid instance name",
+    "E406": "not a canonical symbol",
+    "E407": "invalid shard",
+    "E408": "unknown exchange, or its generated module cannot be loaded",
+    "E409": "the exchange has no such channel",
+    "E410": "descriptor_path does not exist or names another exchange's descriptor",
+    "E411": "inconsistent collector settings",
+    "E412": "the environment variable named by sink.uri_env is unset or not a MongoDB URI",
+    "E413": "nothing to collect: no instance, or no symbols for an exchange",
+    "W400": "an instance's symbol_map_file does not exist",
+    "W401": "a symbol or channel is listed twice",
 }
 """Every diagnostic code; docs/errors.md explains each one."""
 

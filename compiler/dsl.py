@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -158,16 +159,39 @@ def children(node: Node) -> tuple[Node, ...]:
     return ()
 
 
+def _single_to_double(text: str) -> tuple[str, list[int]]:
+    """A single-quoted DSL string as the equivalent double-quoted (JSON) string, and for each
+    character of the result the offset of the character in ``text`` it came from."""
+    out = ['"']
+    origin = [0]
+    i, body = 0, text[1:-1]
+    while i < len(body):
+        c = body[i]
+        if c == "\\" and i + 1 < len(body):
+            nxt = body[i + 1]
+            piece = "'" if nxt == "'" else c + nxt
+            i += 2
+        else:
+            piece = '\\"' if c == '"' else c
+            i += 1
+        out.append(piece)
+        origin.extend([i - (2 if c == "\\" else 1) + 1] * len(piece))
+    out.append('"')
+    origin.append(len(text) - 1)
+    return "".join(out), origin
+
+
 def _string_value(tok: Token) -> str:
     text = str(tok)
+    origin = list(range(len(text)))
     if text[0] == "'":
-        text = '"' + text[1:-1].replace('\\"', '"').replace('"', '\\"') + '"'
-        text = text.replace("\\'", "'")
+        text, origin = _single_to_double(text)
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        offset = (tok.start_pos or 0) + exc.pos
-        raise DslSyntaxError(offset, f"invalid string: {exc.msg.lower()}") from None
+        offset = (tok.start_pos or 0) + origin[min(exc.pos, len(origin) - 1)]
+        message = exc.msg.lower().removesuffix(" at").replace("\\escape", "escape sequence")
+        raise DslSyntaxError(offset, f"invalid string: {message}") from None
     assert isinstance(value, str)
     return value
 
@@ -190,6 +214,8 @@ class _ToAst(Transformer[Token, Node]):
     def number(self, meta: Meta, items: list[Token]) -> Node:
         text = str(items[0])
         value: int | float = float(text) if any(c in text for c in ".eE") else int(text)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise DslSyntaxError(meta.start_pos, f"number {text} is out of range")
         return Literal(*_span(meta), value)
 
     def true(self, meta: Meta, _: list[Any]) -> Node:

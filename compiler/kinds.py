@@ -1,4 +1,4 @@
-"""Record fields of each channel kind (the normalized record format, docs/records.md)."""
+"""Record fields of each channel kind (record format: docs/descriptor-reference.md)."""
 
 from __future__ import annotations
 

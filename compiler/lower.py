@@ -91,7 +91,7 @@ def _shared_lookups(routes: list[_Route]) -> list[str]:
     shared = [code for code, n in counts.items() if n > 1]
     body = []
     for i, code in enumerate(shared, 1):
-        name = f"v{i}"
+        name = f"_v{i}"  # DSL variables cannot start with "_", so no comprehension clashes
         body.append(f"{name} = {code}")
         for r in routes:
             r.condition = r.condition.replace(code, name)
@@ -135,8 +135,11 @@ class Lowerer:
 
     # -- scopes --------------------------------------------------------------------------
     @staticmethod
-    def message_scope(*, safe: bool = False, extra: dict[str, str] | None = None) -> Scope:
-        return Scope(variables=dict(extra or {}), root="m", fields=True, safe=safe, has_ctx=True)
+    def message_scope(
+        *, safe: bool = False, extra: dict[str, str] | None = None, ctx: bool = False
+    ) -> Scope:
+        """``$`` is the message; ``ctx`` (``bound()``) only where the function receives it."""
+        return Scope(variables=dict(extra or {}), root="m", fields=True, safe=safe, has_ctx=ctx)
 
     def function(self, name: str, params: str, returns: str, doc: str, body: list[str]) -> str:
         self.functions.append(Function(name, params, returns, doc, body))
@@ -232,7 +235,7 @@ class Lowerer:
         )
         return ModuleIR(
             exchange_id=d.exchange.id,
-            exchange_name=d.exchange.name,
+            exchange_name=d.exchange.name.replace("\\", "\\\\").replace('"', '\\"'),
             descriptor=self.descriptor_path,
             symbol_rules=symbol_rules,
             constants=list(self.constants.items()),
@@ -299,7 +302,7 @@ class Lowerer:
 
     # -- control messages --------------------------------------------------------------------
     def _route(self, routes: list[_Route], path: TomlPath, source: str, entry: str) -> None:
-        cond = self.expr(path, source, self.message_scope(safe=True))
+        cond = self.expr(path, source, self.message_scope(safe=True, ctx=True))
         routes.append(_Route(cond, entry))
 
     def _lower_control(self, routes: list[_Route]) -> None:
@@ -597,7 +600,9 @@ class Lowerer:
                     f"'{var}' cannot be used as a variable name",
                     at_key=True,
                 )
-            code = self.expr((*base, "let", var), source, self.message_scope(extra=extra | lets))
+            code = self.expr(
+                (*base, "let", var), source, self.message_scope(extra=extra | lets, ctx=True)
+            )
             body.append(f"{var} = {code}")
             lets[var] = var
         scope_vars = extra | lets
@@ -609,18 +614,24 @@ class Lowerer:
         item_vars = scope_vars | ({"it": "it"} if each_node is not None else {})
         where = None
         if p.where is not None:
-            where = self.expr((*base, "where"), p.where, self.message_scope(extra=item_vars))
+            where = self.expr(
+                (*base, "where"), p.where, self.message_scope(extra=item_vars, ctx=True)
+            )
         values: dict[str, str] = {}
         hoisted: list[str] = []
+        per_item: list[str] = []  # the symbol, when it depends on the item
         for f in allowed:
             if f not in p.fields:
                 continue
             path = (*base, "fields", f)
             node = self.parse_expr(path, p.fields[f])
-            code = self.translate(path, node, self.message_scope(extra=item_vars))
+            code = self.translate(path, node, self.message_scope(extra=item_vars, ctx=True))
             in_loop = node is not None and each_node is not None and uses_name(node, "it")
             local = "symbol_raw" if f == "symbol" else f"f_{f}"
-            if f == "symbol" or (each_node is not None and not in_loop):
+            if f == "symbol" and in_loop:
+                per_item.append(f"symbol_raw = {code}")
+                values[f] = local
+            elif f == "symbol" or (each_node is not None and not in_loop):
                 hoisted.append(f"{local} = {code}")
                 values[f] = local
             else:
@@ -633,13 +644,14 @@ class Lowerer:
             body.append(f"return [{record}]")
         else:
             source = self.translate(
-                (*base, "each"), each_node, self.message_scope(extra=scope_vars)
+                (*base, "each"), each_node, self.message_scope(extra=scope_vars, ctx=True)
             )
             body += hoisted
             body.append("out: list[rt.Record] = []")
             body.append(f"for it in {source}:")
             if where is not None:
                 body += [f"    if not ({where}):", "        continue"]
+            body += [f"    {line}" for line in per_item]
             body.append(f"    out.append({record})")
             body.append("return out")
         params = (
@@ -682,7 +694,7 @@ class Lowerer:
             params = None
             if ep.params is not None:
                 params = self.expr_function(
-                    f"params_{name}",
+                    f"rest_{name}_params",
                     "raw: str, symbol: str",
                     "dict[str, Any]",
                     f"Query parameters of REST endpoint '{name}' for one symbol.",
@@ -694,7 +706,7 @@ class Lowerer:
             if ep.parse is not None and ep.channel is not None and ep.channel in self.desc.channels:
                 kind = self.desc.channels[ep.channel].kind
                 parser = self._parser(
-                    f"parse_rest_{name}", (*base, "parse"), ep.channel, ep.parse, kind, rest=True
+                    f"rest_{name}_parse", (*base, "parse"), ep.channel, ep.parse, kind, rest=True
                 )
             eps.append(
                 (

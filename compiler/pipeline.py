@@ -7,13 +7,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import black
 import pydantic
+from black.parsing import InvalidInput
 from pydantic_core import ErrorDetails
 
 from compiler.diagnostics import Diagnostic
 from compiler.emit import render_module, render_registry
-from compiler.locate import LocatedProblem, Locator, Problem, SchemaCodes, schema_problems
+from compiler.locate import (
+    LocatedProblem,
+    Locator,
+    Problem,
+    SchemaCodes,
+    schema_problems,
+    toml_error,
+)
 from compiler.lower import PathProblem, lower
 from compiler.schema import SCHEMA_VERSION, Descriptor
 
@@ -48,15 +55,6 @@ def _schema_problems(exc: pydantic.ValidationError, data: dict[str, Any]) -> lis
     return schema_problems(exc, _DESCRIPTOR_CODES, schema_version)
 
 
-def _toml_error(display: str, text: str, exc: tomllib.TOMLDecodeError) -> Diagnostic:
-    line = getattr(exc, "lineno", 1) or 1
-    col = getattr(exc, "colno", 1) or 1
-    message = getattr(exc, "msg", str(exc))
-    lines = text.splitlines()
-    source = lines[line - 1] if 0 < line <= len(lines) else ""
-    return Diagnostic("E100", f"invalid TOML: {message}", display, line, col, "", source)
-
-
 def compile_descriptor(
     display: str, text: str, source_dir: Path
 ) -> tuple[str | None, str | None, list[Diagnostic]]:
@@ -64,7 +62,7 @@ def compile_descriptor(
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        return None, None, [_toml_error(display, text, exc)]
+        return None, None, [toml_error(display, text, exc, "E100")]
     locator = Locator(display, text)
     try:
         desc = Descriptor.model_validate(data)
@@ -85,7 +83,7 @@ def compile_descriptor(
         return desc.exchange.id, None, diagnostics
     try:
         module = render_module(ir)
-    except black.InvalidInput as exc:
+    except InvalidInput as exc:
         internal = PathProblem(
             ("exchange", "id"), "E900", f"internal compiler error: {str(exc).splitlines()[0]}"
         )

@@ -46,7 +46,21 @@ _BINOP_PREC = {
 
 # Names the generated code uses for its own locals; DSL variables may not shadow them.
 RESERVED = frozenset(
-    {"m", "ctx", "out", "rt", "ts_recv", "query", "records", "rec", "SYMBOLS", "EXCHANGE"}
+    {
+        "m",
+        "ctx",
+        "out",
+        "rt",
+        "ts_recv",
+        "query",
+        "records",
+        "rec",
+        "symbol_raw",
+        "SYMBOLS",
+        "EXCHANGE",
+        "ROUTES",
+        "SPEC",
+    }
 )
 
 
@@ -219,19 +233,24 @@ class Translator:
             case Unary(op="not", operand=operand):
                 return "not " + self._wrap(operand, _NOT), _NOT
             case BinOp(op="??", left=left, right=right):
+                # The left side is navigated safely and, being pure, may be evaluated twice;
+                # the right side is evaluated only when the left is null.
                 saved = self.scope.safe
                 self.scope.safe = True
-                lcode = self._expr(left)[0]
+                value = self._wrap(left, _OR)
+                test = self._wrap(left, _CMP + 1)
                 self.scope.safe = saved
-                return f"rt.coalesce({lcode}, {self._expr(right)[0]})", _ATOM
+                rcode = self._wrap(right, _TERNARY)
+                return f"{value} if {test} is not None else {rcode}", _TERNARY
             case BinOp(op="==" | "!=" as op, left=left, right=Literal(value=None)):
                 word = "is" if op == "==" else "is not"
                 return f"{self._wrap(left, _CMP + 1)} {word} None", _CMP
             case BinOp(op=op, left=left, right=right):
                 prec = _BINOP_PREC[op]
-                # left-associative: the right operand needs strictly higher precedence
-                right_prec = prec + 1 if prec != _CMP else _CMP + 1
-                return f"{self._wrap(left, prec)} {op} {self._wrap(right, right_prec)}", prec
+                # Left-associative: the right operand needs strictly higher precedence.
+                # Comparisons never chain (Python would read a == b == c as a chain).
+                left_prec = _CMP + 1 if prec == _CMP else prec
+                return f"{self._wrap(left, left_prec)} {op} {self._wrap(right, prec + 1)}", prec
             case Ternary(then=then, cond=cond, other=other):
                 code = (
                     f"{self._wrap(then, _OR)} if {self._wrap(cond, _OR)} "
@@ -283,6 +302,8 @@ class Translator:
         if builtin is None:
             hint = _suggest(node.func, sorted(BUILTINS))
             self._error(node, "E301", f"unknown function '{node.func}'{hint}")
+            for arg in node.args:  # report problems inside the arguments too
+                self._expr(arg)
             return "None", _ATOM
         n = len(node.args)
         if not builtin.min_args <= n <= builtin.max_args:
@@ -292,6 +313,8 @@ class Translator:
                 else f"{builtin.min_args} to {builtin.max_args}"
             )
             self._error(node, "E302", f"'{node.func}' takes {want} argument(s), got {n}")
+            for arg in node.args:
+                self._expr(arg)
             return "None", _ATOM
         if builtin.needs == "ctx" and not self.scope.has_ctx:
             self._error(
@@ -327,7 +350,7 @@ class Translator:
         return f"rt.lookup({self._expr(node.args[0])[0]}, {name})"
 
     def _comprehension(self, node: Comprehension) -> str:
-        iterable = self._expr(node.iterable)[0]
+        iterable = self._wrap(node.iterable, _OR)
         if not _valid_local(node.var):
             self.problems.append(
                 Problem(

@@ -200,12 +200,12 @@ def subscribe_message(topics: list[Any], key: Any, req_id: int, symbols: list[st
     return {"method": "SUBSCRIBE", "params": topics, "id": req_id}
 
 
-def params_depth(raw: str, symbol: str) -> dict[str, Any]:
+def rest_depth_params(raw: str, symbol: str) -> dict[str, Any]:
     """Query parameters of REST endpoint 'depth' for one symbol."""
     return {"symbol": raw, "limit": 1000}
 
 
-def parse_rest_depth(
+def rest_depth_parse(
     m: Any, query: Mapping[str, str], ts_recv: int, ctx: rt.Context
 ) -> list[rt.Record]:
     """Records of channel 'book' (kind book) from a REST reply."""
@@ -231,20 +231,20 @@ def parse_rest_depth(
 
 def route(m: Any, ctx: rt.Context) -> int:
     """Index into ROUTES of the first rule that matches ``m``, or -1 when none does."""
-    v1 = rt.path(m, "data", "e")
+    _v1 = rt.path(m, "data", "e")
     if rt.has(m, "error"):
         return 0
     if rt.has(m, "result") and rt.has(m, "id"):
         return 1
-    if v1 == "trade":
+    if _v1 == "trade":
         return 2
-    if v1 == "aggTrade":
+    if _v1 == "aggTrade":
         return 3
-    if v1 == "depthUpdate":
+    if _v1 == "depthUpdate":
         return 4
     if rt.ends_with(rt.get(m, "stream"), "@bookTicker"):
         return 5
-    if v1 == "kline":
+    if _v1 == "kline":
         return 6
     return -1
 
@@ -368,9 +368,9 @@ SPEC = rt.ExchangeSpec(
                 method="GET",
                 path="/api/v3/depth",
                 weight=50,
-                params=params_depth,
+                params=rest_depth_params,
                 channel="book",
-                parse=parse_rest_depth,
+                parse=rest_depth_parse,
             ),
         },
     ),

@@ -124,25 +124,25 @@ def subscribe_message(topics: list[Any], key: Any, req_id: int, symbols: list[st
 
 def route(m: Any, ctx: rt.Context) -> int:
     """Index into ROUTES of the first rule that matches ``m``, or -1 when none does."""
-    v1 = rt.get(m, "type")
-    if v1 == "error":
+    _v1 = rt.get(m, "type")
+    if _v1 == "error":
         return 0
-    if v1 == "subscriptions":
+    if _v1 == "subscriptions":
         return 1
-    if v1 == "heartbeat":
+    if _v1 == "heartbeat":
         return 2
-    if v1 == "match" or v1 == "last_match":
+    if _v1 == "match" or _v1 == "last_match":
         return 3
-    if v1 == "l2update" or v1 == "snapshot":
+    if _v1 == "l2update" or _v1 == "snapshot":
         return 4
-    if v1 == "ticker":
+    if _v1 == "ticker":
         return 5
     return -1
 
 
 def error_reason(m: Any) -> Any:
     """The reason an error message carries."""
-    return m["message"] + ": " + rt.coalesce(rt.get(m, "reason"), "")
+    return m["message"] + ": " + (rt.get(m, "reason") if rt.get(m, "reason") is not None else "")
 
 
 def mock_subscribe(m: Any) -> bool:

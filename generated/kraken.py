@@ -88,16 +88,24 @@ def parse_book(m: Any, ts_recv: int, ctx: rt.Context) -> list[rt.Record]:
                 rt.levels(m[1]["bs"])
                 if rt.has(m[1], "bs")
                 else rt.levels(
-                    rt.coalesce(rt.path(m, 1, "b"), [])
-                    + (rt.coalesce(rt.path(m, 2, "b"), []) if len(m) == 5 else [])
+                    (rt.path(m, 1, "b") if rt.path(m, 1, "b") is not None else [])
+                    + (
+                        (rt.path(m, 2, "b") if rt.path(m, 2, "b") is not None else [])
+                        if len(m) == 5
+                        else []
+                    )
                 )
             ),
             "asks": (
                 rt.levels(m[1]["as"])
                 if rt.has(m[1], "as")
                 else rt.levels(
-                    rt.coalesce(rt.path(m, 1, "a"), [])
-                    + (rt.coalesce(rt.path(m, 2, "a"), []) if len(m) == 5 else [])
+                    (rt.path(m, 1, "a") if rt.path(m, 1, "a") is not None else [])
+                    + (
+                        (rt.path(m, 2, "a") if rt.path(m, 2, "a") is not None else [])
+                        if len(m) == 5
+                        else []
+                    )
                 )
             ),
             "seq_first": None,
@@ -151,23 +159,23 @@ def subscribe_message(topics: list[Any], key: Any, req_id: int, symbols: list[st
 
 def route(m: Any, ctx: rt.Context) -> int:
     """Index into ROUTES of the first rule that matches ``m``, or -1 when none does."""
-    v1 = rt.get(m, "event")
-    v2 = rt.path(m, -2)
-    if v1 == "pong":
+    _v1 = rt.get(m, "event")
+    _v2 = rt.path(m, -2)
+    if _v1 == "pong":
         return 0
-    if v1 == "error":
+    if _v1 == "error":
         return 1
-    if v1 == "subscriptionStatus":
+    if _v1 == "subscriptionStatus":
         return 2
-    if v1 == "heartbeat":
+    if _v1 == "heartbeat":
         return 3
-    if v1 == "systemStatus":
+    if _v1 == "systemStatus":
         return 4
-    if v2 == "trade":
+    if _v2 == "trade":
         return 5
-    if rt.starts_with(v2, "book-"):
+    if rt.starts_with(_v2, "book-"):
         return 6
-    if v2 == "ticker":
+    if _v2 == "ticker":
         return 7
     return -1
 
@@ -184,7 +192,7 @@ def ack_ok(m: Any) -> bool:
 
 def ack_reason(m: Any) -> Any:
     """ACK rule 'reason' applied to an ACK."""
-    return rt.coalesce(rt.get(m, "errorMessage"), m["status"])
+    return rt.get(m, "errorMessage") if rt.get(m, "errorMessage") is not None else m["status"]
 
 
 def error_reason(m: Any) -> Any:
@@ -214,7 +222,10 @@ def mock_client_ping(m: Any) -> bool:
 
 def mock_pong(m: Any) -> Any:
     """The mock's answer to a client ping ``m``."""
-    return {"event": "pong", "reqid": rt.coalesce(rt.get(m, "reqid"), None)}
+    return {
+        "event": "pong",
+        "reqid": rt.get(m, "reqid") if rt.get(m, "reqid") is not None else None,
+    }
 
 
 def mock_key(m: Any) -> Any:
@@ -232,7 +243,7 @@ def mock_ack(m: Any, topic: Any) -> Any:
         "channelName": m["subscription"]["name"]
         + ("-" + str(m["subscription"]["depth"]) if rt.has(m["subscription"], "depth") else ""),
         "subscription": m["subscription"],
-        "reqid": rt.coalesce(rt.get(m, "reqid"), None),
+        "reqid": rt.get(m, "reqid") if rt.get(m, "reqid") is not None else None,
     }
 
 
@@ -244,7 +255,7 @@ def mock_reject(m: Any, topic: Any) -> Any:
         "status": "error",
         "subscription": m["subscription"],
         "errorMessage": "Subscription rejected",
-        "reqid": rt.coalesce(rt.get(m, "reqid"), None),
+        "reqid": rt.get(m, "reqid") if rt.get(m, "reqid") is not None else None,
     }
 
 

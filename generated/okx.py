@@ -123,26 +123,26 @@ def subscribe_message(topics: list[Any], key: Any, req_id: int, symbols: list[st
     return {"op": "subscribe", "args": topics}
 
 
-def params_instruments(raw: str, symbol: str) -> dict[str, Any]:
+def rest_instruments_params(raw: str, symbol: str) -> dict[str, Any]:
     """Query parameters of REST endpoint 'instruments' for one symbol."""
     return {"instType": "SPOT"}
 
 
 def route(m: Any, ctx: rt.Context) -> int:
     """Index into ROUTES of the first rule that matches ``m``, or -1 when none does."""
-    v1 = rt.get(m, "event")
-    v2 = rt.path(m, "arg", "channel")
+    _v1 = rt.get(m, "event")
+    _v2 = rt.path(m, "arg", "channel")
     if m == "pong":
         return 0
-    if v1 == "error":
+    if _v1 == "error":
         return 1
-    if v1 == "subscribe":
+    if _v1 == "subscribe":
         return 2
-    if v2 == "trades" and rt.has(m, "data"):
+    if _v2 == "trades" and rt.has(m, "data"):
         return 3
-    if v2 == "books" and rt.has(m, "data"):
+    if _v2 == "books" and rt.has(m, "data"):
         return 4
-    if v2 == "tickers" and rt.has(m, "data"):
+    if _v2 == "tickers" and rt.has(m, "data"):
         return 5
     return -1
 
@@ -276,7 +276,7 @@ SPEC = rt.ExchangeSpec(
                 method="GET",
                 path="/api/v5/public/instruments",
                 weight=1,
-                params=params_instruments,
+                params=rest_instruments_params,
             ),
         },
     ),

@@ -318,19 +318,23 @@ class Session:
                     await pipeline.flush()
                 continue
             stats.frames[r.kind] += 1
-            if r.kind == "ack":
-                self._bind(msg, ctx)
-                tracker.on_ack(msg)
-            elif r.kind == "error":
-                if not tracker.on_error(msg):
-                    log.error("%s: exchange error: %s", self.plan.name, _excerpt(msg))
-            elif r.kind == "ping":
-                reply = spec.keepalive.server_ping_reply
-                if reply is not None:
-                    await conn.send(_encode(reply(msg)))
-                    stats.pings_answered += 1
-            elif r.kind == "reconnect":
-                return "exchange_requested_reconnect"
+            try:
+                if r.kind == "ack":
+                    self._bind(msg, ctx)
+                    tracker.on_ack(msg)
+                elif r.kind == "error":
+                    if not tracker.on_error(msg):
+                        log.error("%s: exchange error: %s", self.plan.name, _excerpt(msg))
+                elif r.kind == "ping":
+                    reply = spec.keepalive.server_ping_reply
+                    if reply is not None:
+                        await conn.send(_encode(reply(msg)))
+                        stats.pings_answered += 1
+                elif r.kind == "reconnect":
+                    return "exchange_requested_reconnect"
+            except PARSE_ERRORS as exc:
+                stats.malformed += 1
+                await self._dead_letter(frame, f"{r.kind} rule failed: {exc!r}", ts_recv)
 
     def _bind(self, msg: Any, ctx: Context) -> None:
         ack = self.spec.ack

@@ -12,7 +12,7 @@ API_VERSION = 1
 """Bumped whenever this contract changes incompatibly; generated modules check it at import."""
 
 Record = dict[str, Any]
-"""One normalized record (see docs/records.md)."""
+"""One normalized record (see docs/descriptor-reference.md)."""
 
 RouteKind = Literal["data", "ack", "error", "ping", "pong", "heartbeat", "info", "reconnect"]
 

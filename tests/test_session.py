@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +22,10 @@ from runtime.replay import Replayer
 from runtime.run import capture_symbols
 from runtime.session import Backoff, Session
 from runtime.sinks import MemorySink
-from runtime.spec import AckSpec, ExchangeSpec
-from runtime.subscriptions import ConnectionPlan, plan_connections
+from runtime.spec import ExchangeSpec
+from runtime.subscriptions import plan_connections
 from runtime.transport import make_transport
-from tests.crosscheck import CAPTURES, require_captures
+from tests.crosscheck import require_captures
 
 FAST = Backoff(initial=0.01, cap=0.05, stable_after=60)
 EXCHANGES = ["binance", "coinbase", "kraken", "okx"]

@@ -57,19 +57,19 @@ def subscribe_message(topics: list[Any], key: Any, req_id: int, symbols: list[st
 
 def route(m: Any, ctx: rt.Context) -> int:
     """Index into ROUTES of the first rule that matches ``m``, or -1 when none does."""
-    v1 = rt.get(m, "event")
-    v2 = rt.path(m, 1)
-    if v1 == "error":
+    _v1 = rt.get(m, "event")
+    _v2 = rt.path(m, 1)
+    if _v1 == "error":
         return 0
-    if v1 == "subscribed":
+    if _v1 == "subscribed":
         return 1
-    if v1 == "info" and rt.get(m, "code") == 20051:
+    if _v1 == "info" and rt.get(m, "code") == 20051:
         return 2
-    if v2 == "hb":
+    if _v2 == "hb":
         return 3
-    if v1 == "info":
+    if _v1 == "info":
         return 4
-    if rt.path(ctx.bound.get(rt.path(m, 0)), "channel") == "trades" and v2 == "te":
+    if rt.path(ctx.bound.get(rt.path(m, 0)), "channel") == "trades" and _v2 == "te":
         return 5
     return -1
 

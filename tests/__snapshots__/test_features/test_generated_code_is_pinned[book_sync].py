@@ -47,12 +47,12 @@ def subscribe_message(topics: list[Any], key: Any, req_id: int, symbols: list[st
     return {"method": "SUBSCRIBE", "params": topics, "id": req_id}
 
 
-def params_depth(raw: str, symbol: str) -> dict[str, Any]:
+def rest_depth_params(raw: str, symbol: str) -> dict[str, Any]:
     """Query parameters of REST endpoint 'depth' for one symbol."""
     return {"symbol": raw, "limit": 1000}
 
 
-def parse_rest_depth(
+def rest_depth_parse(
     m: Any, query: Mapping[str, str], ts_recv: int, ctx: rt.Context
 ) -> list[rt.Record]:
     """Records of channel 'book' (kind book) from a REST reply."""
@@ -139,9 +139,9 @@ SPEC = rt.ExchangeSpec(
                 method="GET",
                 path="/api/v3/depth",
                 weight=50,
-                params=params_depth,
+                params=rest_depth_params,
                 channel="book",
-                parse=parse_rest_depth,
+                parse=rest_depth_parse,
             )
         },
     ),

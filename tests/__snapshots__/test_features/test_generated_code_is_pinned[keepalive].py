@@ -51,14 +51,14 @@ def subscribe_message(topics: list[Any], key: Any, req_id: int, symbols: list[st
 
 def route(m: Any, ctx: rt.Context) -> int:
     """Index into ROUTES of the first rule that matches ``m``, or -1 when none does."""
-    v1 = rt.get(m, "ch")
+    _v1 = rt.get(m, "ch")
     if rt.has(m, "ping"):
         return 0
     if rt.get(m, "op") == "pong":
         return 1
     if rt.has(m, "subbed"):
         return 2
-    if rt.starts_with(v1, "market.") and rt.ends_with(v1, ".trade.detail"):
+    if rt.starts_with(_v1, "market.") and rt.ends_with(_v1, ".trade.detail"):
         return 3
     return -1
 
@@ -75,7 +75,7 @@ def ack_ok(m: Any) -> bool:
 
 def ack_reason(m: Any) -> Any:
     """ACK rule 'reason' applied to an ACK."""
-    return rt.coalesce(rt.path(m, "err-msg"), m["status"])
+    return rt.path(m, "err-msg") if rt.path(m, "err-msg") is not None else m["status"]
 
 
 def client_ping(req_id: int) -> Any:

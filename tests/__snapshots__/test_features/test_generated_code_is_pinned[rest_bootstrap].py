@@ -63,16 +63,16 @@ def bootstrap_ping_interval(m: Any) -> Any:
 
 def route(m: Any, ctx: rt.Context) -> int:
     """Index into ROUTES of the first rule that matches ``m``, or -1 when none does."""
-    v1 = rt.get(m, "type")
-    if v1 == "pong":
+    _v1 = rt.get(m, "type")
+    if _v1 == "pong":
         return 0
-    if v1 == "error":
+    if _v1 == "error":
         return 1
-    if v1 == "ack":
+    if _v1 == "ack":
         return 2
-    if v1 == "welcome":
+    if _v1 == "welcome":
         return 3
-    if v1 == "message" and rt.get(m, "subject") == "trade.l3match":
+    if _v1 == "message" and rt.get(m, "subject") == "trade.l3match":
         return 4
     return -1
 
