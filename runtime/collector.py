@@ -9,7 +9,10 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import httpx
+
 from runtime.pipeline import Pipeline
+from runtime.rest import RestClient
 from runtime.session import Backoff, Session, State
 from runtime.spec import ExchangeSpec
 from runtime.subscriptions import plan_connections
@@ -57,8 +60,11 @@ class Collector:
         pipeline: Pipeline,
         *,
         backoff: Backoff | None = None,
+        rest_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.instances = list(instances)
+        self.rest_transport = rest_transport
+        self._clients: list[RestClient] = []
         self.transport = transport
         self.pipeline = pipeline
         self.backoff = backoff or Backoff()
@@ -69,10 +75,27 @@ class Collector:
         plans = plan_connections(
             inst.spec, inst.name, inst.symbols, inst.channels, url_override=inst.url_override
         )
+        rest = self._rest_client(inst.spec)
         return [
-            Session(inst.spec, inst.name, plan, self.transport, self.pipeline, backoff=self.backoff)
+            Session(
+                inst.spec,
+                inst.name,
+                plan,
+                self.transport,
+                self.pipeline,
+                backoff=self.backoff,
+                rest=rest,
+            )
             for plan in plans
         ]
+
+    def _rest_client(self, spec: ExchangeSpec) -> RestClient | None:
+        """A REST client for exchanges that need a REST call before connecting."""
+        if spec.bootstrap is None or spec.rest is None:
+            return None
+        client = RestClient(spec.rest, transport=self.rest_transport)
+        self._clients.append(client)
+        return client
 
     async def _run_instance(self, inst: Instance) -> None:
         try:
@@ -103,6 +126,8 @@ class Collector:
             self.stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.pipeline.close()
+            for client in self._clients:
+                await client.aclose()
 
     def request_stop(self) -> None:
         """Graceful shutdown (SIGINT/SIGTERM): stop reading, flush what is buffered."""

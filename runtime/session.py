@@ -19,6 +19,7 @@ from runtime.envelope import Envelope, gap, wrap
 from runtime.frames import FrameError, decode
 from runtime.pipeline import Pipeline
 from runtime.replay import PARSE_ERRORS
+from runtime.rest import RestClient, RestError
 from runtime.spec import Context, ExchangeSpec
 from runtime.subscriptions import (
     AckResult,
@@ -82,16 +83,18 @@ class Session:
         transport: Transport,
         pipeline: Pipeline,
         *,
-        backoff: Backoff = Backoff(),
+        backoff: Backoff | None = None,
         connect_timeout: float = 10.0,
         rng: Callable[[], float] = random.random,
+        rest: RestClient | None = None,
     ) -> None:
         self.spec = spec
         self.instance = instance
         self.plan = plan
         self.transport = transport
         self.pipeline = pipeline
-        self.backoff = backoff
+        self.backoff = backoff or Backoff()
+        self.rest = rest
         self.connect_timeout = connect_timeout
         self.rng = rng
         self.endpoint = spec.endpoints[plan.endpoint]
@@ -103,6 +106,7 @@ class Session:
         self._gap_start_ns: int | None = None
         self._gap_reason = ""
         self._ids = itertools.count(1)
+        self._ping_interval: float | None = None  # from a bootstrap reply, else the descriptor
 
     # -- life cycle -------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -110,7 +114,16 @@ class Session:
         attempt = 0
         url_index = 0
         while not stop.is_set():
-            url = self._url(url_index)
+            try:
+                url = await self._bootstrap() if self.spec.bootstrap else self._url(url_index)
+            except RestError as exc:
+                self.stats.connect_failures += 1
+                self._mark_gap("bootstrap_failed")
+                log.warning("%s: bootstrap failed: %s", self.plan.name, exc)
+                self.state = "reconnecting"
+                await self._sleep(self.backoff.delay(attempt, self.rng), stop)
+                attempt += 1
+                continue
             self.url = url
             try:
                 conn = await self.transport.connect(
@@ -148,6 +161,15 @@ class Session:
             await self._sleep(self.backoff.delay(attempt, self.rng), stop)
             attempt += 1
         self.state = "stopped"
+
+    async def _bootstrap(self) -> str:
+        """A REST call before each connection gives the URL (and the ping interval)."""
+        boot = self.spec.bootstrap
+        assert boot is not None
+        assert self.rest is not None, "the collector gives bootstrap exchanges a REST client"
+        url, ping_interval = await self.rest.bootstrap(boot)
+        self._ping_interval = ping_interval
+        return url
 
     def _url(self, index: int) -> str:
         urls = self.plan.urls
@@ -258,9 +280,10 @@ class Session:
     # -- keepalive ----------------------------------------------------------------------------
     async def _client_pings(self, conn: Connection) -> None:
         ka = self.spec.keepalive
-        assert ka.client_ping is not None and ka.client_ping_interval is not None
+        interval = self._ping_interval or ka.client_ping_interval
+        assert ka.client_ping is not None and interval is not None
         while True:
-            await asyncio.sleep(ka.client_ping_interval)
+            await asyncio.sleep(interval)
             await conn.send(_encode(ka.client_ping(next(self._ids))))
             self.stats.client_pings += 1
 

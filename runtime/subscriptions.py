@@ -124,7 +124,7 @@ class AckTracker:
 
     spec: ExchangeSpec
     clock: Callable[[], float]
-    by_message: OrderedDict[Any, tuple[asyncio.Future[AckResult], float]] = field(
+    by_message: OrderedDict[str, tuple[asyncio.Future[AckResult], float]] = field(
         default_factory=OrderedDict
     )
     by_topic: OrderedDict[bytes, tuple[asyncio.Future[AckResult], float]] = field(
@@ -151,7 +151,7 @@ class AckTracker:
                 result.append((sub, fut))
             return result
         fut = loop.create_future()
-        self.by_message[out.req_id] = (fut, now)
+        self.by_message[str(out.req_id)] = (fut, now)
         return [(sub, fut) for sub in out.subscriptions]
 
     def _resolve(
@@ -175,8 +175,8 @@ class AckTracker:
         if ack.per == "topic":
             assert ack.key is not None
             return self._resolve(self.by_topic.pop(normalize(ack.key(msg)), None), ok, reason)
-        if ack.id is not None:
-            return self._resolve(self.by_message.pop(ack.id(msg), None), ok, reason)
+        if ack.id is not None:  # ids compare as text: some venues echo 1 as "1"
+            return self._resolve(self.by_message.pop(str(ack.id(msg)), None), ok, reason)
         entry = self.by_message.popitem(last=False)[1] if self.by_message else None
         return self._resolve(entry, ok, reason)
 
@@ -185,8 +185,8 @@ class AckTracker:
         err = self.spec.error
         reason = str(err.reason(msg)) if err is not None and err.reason is not None else str(msg)
         req_id = err.id(msg) if err is not None and err.id is not None else None
-        if req_id is not None and req_id in self.by_message:
-            return self._resolve(self.by_message.pop(req_id), False, reason)
+        if req_id is not None and str(req_id) in self.by_message:
+            return self._resolve(self.by_message.pop(str(req_id)), False, reason)
         if self.by_message:
             return self._resolve(self.by_message.popitem(last=False)[1], False, reason)
         if self.by_topic:

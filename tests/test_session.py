@@ -311,3 +311,150 @@ def test_unrecognized_frames_become_dead_letters(tmp_path: Path) -> None:
     assert {d["reason"].split(":")[0] for d in dead} >= {"no rule matches", "channel trades"}
     assert inst.sessions[0].stats.unrecognized >= 1 and inst.sessions[0].stats.malformed >= 1
     assert len(_data(sink.envelopes)) > 0  # other data kept flowing
+
+
+def _fixture_spec(name: str) -> ExchangeSpec:
+    from tests.conftest import FEATURES, compile_fixture, load_module
+
+    spec = load_module(name, compile_fixture(FEATURES / f"{name}.toml")).SPEC
+    assert isinstance(spec, ExchangeSpec)
+    return spec
+
+
+def _gzip_capture(path: Path, frames: list[dict[str, Any]]) -> None:
+    """A capture in the shared format whose frames were sent gzip-compressed (as HTX does)."""
+    import base64
+    import gzip
+
+    with path.open("w") as out:
+        for n, frame in enumerate(frames):
+            text = orjson.dumps(frame)
+            entry = {
+                "recv_ts": 1618678070.5 + n / 100,
+                "kind": "ws",
+                "conn": "ws.1",
+                "data": text.decode(),
+                "encoding": "gzip",
+                "data_b64": base64.b64encode(gzip.compress(text)).decode(),
+            }
+            out.write(orjson.dumps(entry).decode() + "\n")
+
+
+def _htx_trades(count: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "ch": "market.btcusdt.trade.detail",
+            "ts": 1618678070000 + n,
+            "tick": {
+                "id": n,
+                "ts": 1618678070000 + n,
+                "data": [
+                    {
+                        "id": n,
+                        "ts": 1618678070000 + n,
+                        "tradeId": 100000 + n,
+                        "amount": "0.01",
+                        "price": f"61000.{n:02d}",
+                        "direction": "buy" if n % 2 else "sell",
+                    }
+                ],
+            },
+        }
+        for n in range(count)
+    ]
+
+
+def test_gzip_frames_and_server_pings_are_handled_in_time(tmp_path: Path) -> None:
+    spec = _fixture_spec("keepalive")
+    capture = tmp_path / "raw.ndjson"
+    _gzip_capture(capture, _htx_trades(40))
+
+    async def main() -> tuple[MemorySink, Instance, MockExchange]:
+        # real-time pacing: the 40 trades take 0.4 s; the mock pings every 0.2 s and
+        # closes a client that has not answered a ping within 1 s
+        async with MockExchange(spec, capture, MockOptions(speed=0.25)) as mock:
+            sink, inst = await _collect(
+                mock, ["trades"], timeout=8, until=lambda s: len(_data(s.envelopes)) >= 40
+            )
+            await asyncio.sleep(0)
+            return sink, inst, mock
+
+    sink, inst, mock = asyncio.run(main())
+    records = _data(sink.envelopes)
+    assert [r["price"] for r in records] == [f"61000.{n:02d}" for n in range(40)]
+    assert {r["symbol"] for r in records} == {"BTC-USDT"}
+    stats = inst.sessions[0].stats
+    assert stats.pings_answered >= 3 and mock.stats.pongs_received >= 3
+    assert mock.stats.pong_timeouts == 0 and stats.connects == 1
+
+
+def test_bootstrap_call_gives_the_url_to_connect_to(tmp_path: Path) -> None:
+    import httpx
+
+    spec = _fixture_spec("rest_bootstrap")
+    capture = tmp_path / "raw.ndjson"
+    trade = {
+        "type": "message",
+        "topic": "/market/match:BTC-USDT",
+        "subject": "trade.l3match",
+        "data": {
+            "symbol": "BTC-USDT",
+            "sequence": "1",
+            "side": "buy",
+            "price": "61000.1",
+            "size": "0.5",
+            "tradeId": "t1",
+            "time": "1618678070000000000",
+        },
+    }
+    capture.write_text(
+        orjson.dumps(
+            {
+                "recv_ts": 1618678070.5,
+                "kind": "ws",
+                "conn": "ws.1",
+                "data": orjson.dumps(trade).decode(),
+            }
+        ).decode()
+        + "\n"
+    )
+    calls: list[str] = []
+
+    async def main() -> tuple[MemorySink, Instance]:
+        async with MockExchange(spec, capture) as mock:
+
+            def bullet(request: httpx.Request) -> httpx.Response:
+                calls.append(f"{request.method} {request.url.path}")
+                servers = [{"endpoint": mock.ws_url.rstrip("/"), "pingInterval": 18000}]
+                return httpx.Response(
+                    200, json={"data": {"token": "T", "instanceServers": servers}}
+                )
+
+            sink = MemorySink()
+            pipeline = Pipeline(sink, batch_size=10, flush_interval=0.05, queue_batches=4)
+            inst = Instance("boot", spec, ["BTC-USDT"], ["trades"])
+            collector = Collector(
+                [inst],
+                make_transport("websockets"),
+                pipeline,
+                backoff=FAST,
+                rest_transport=httpx.MockTransport(bullet),
+            )
+
+            async def watch() -> None:
+                while not _data(sink.envelopes):
+                    await asyncio.sleep(0.02)
+                collector.request_stop()
+
+            watcher = asyncio.create_task(watch())
+            await collector.run(duration=5)
+            watcher.cancel()
+            return sink, inst
+
+    sink, inst = asyncio.run(main())
+    assert calls and calls[0] == "POST /api/v1/bullet-public"
+    (record,) = _data(sink.envelopes)
+    assert (record["price"], record["trade_id"], record["seq"]) == ("61000.1", "t1", 1)
+    session = inst.sessions[0]
+    assert session.url is not None and session.url.endswith("?token=T")
+    assert session._ping_interval == 18.0

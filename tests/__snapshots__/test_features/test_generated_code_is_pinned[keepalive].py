@@ -88,6 +88,31 @@ def server_ping_reply(m: Any) -> Any:
     return {"pong": m["ping"]}
 
 
+def mock_subscribe(m: Any) -> bool:
+    """Is the client message ``m`` a subscribe?"""
+    return bool(rt.has(m, "sub"))
+
+
+def mock_topics(m: Any) -> list[Any]:
+    """The topics a subscribe request asks for."""
+    return list([m["sub"]])
+
+
+def mock_ack(m: Any, topic: Any) -> Any:
+    """The reply that accepts subscribe request ``m`` (for ``topic`` when per topic)."""
+    return {"id": m["id"], "status": "ok", "subbed": m["sub"], "ts": rt.now_ms()}
+
+
+def mock_reject(m: Any, topic: Any) -> Any:
+    """The reply that rejects subscribe request ``m`` (for ``topic`` when per topic)."""
+    return {"id": m["id"], "status": "error", "err-code": "bad-request", "err-msg": "invalid topic"}
+
+
+def mock_ping(req_id: int) -> Any:
+    """A server ping the mock sends."""
+    return {"ping": rt.now_ms()}
+
+
 ROUTES: tuple[rt.Route, ...] = (
     rt.Route("ping"),
     rt.Route("pong"),
@@ -121,5 +146,15 @@ SPEC = rt.ExchangeSpec(
         client_ping=client_ping,
         server_ping_reply=server_ping_reply,
         protocol_ping_interval=15.0,
+    ),
+    mock=rt.MockSpec(
+        subscribe=mock_subscribe,
+        topics=mock_topics,
+        ack_per="message",
+        ack=mock_ack,
+        reject=mock_reject,
+        ping=mock_ping,
+        ping_interval=0.2,
+        pong_timeout=1.0,
     ),
 )

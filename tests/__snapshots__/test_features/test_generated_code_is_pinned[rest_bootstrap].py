@@ -97,6 +97,36 @@ def client_ping(req_id: int) -> Any:
     return {"id": str(req_id), "type": "ping"}
 
 
+def mock_subscribe(m: Any) -> bool:
+    """Is the client message ``m`` a subscribe?"""
+    return bool(rt.get(m, "type") == "subscribe")
+
+
+def mock_topics(m: Any) -> list[Any]:
+    """The topics a subscribe request asks for."""
+    return list(m["topic"].split(":")[1].split(","))
+
+
+def mock_client_ping(m: Any) -> bool:
+    """Is the client message ``m`` a ping?"""
+    return bool(rt.get(m, "type") == "ping")
+
+
+def mock_pong(m: Any) -> Any:
+    """The mock's answer to a client ping ``m``."""
+    return {"id": m["id"], "type": "pong"}
+
+
+def mock_ack(m: Any, topic: Any) -> Any:
+    """The reply that accepts subscribe request ``m`` (for ``topic`` when per topic)."""
+    return {"id": m["id"], "type": "ack"}
+
+
+def mock_reject(m: Any, topic: Any) -> Any:
+    """The reply that rejects subscribe request ``m`` (for ``topic`` when per topic)."""
+    return {"id": m["id"], "type": "error", "code": 404, "data": "topic not found"}
+
+
 ROUTES: tuple[rt.Route, ...] = (
     rt.Route("pong"),
     rt.Route("error"),
@@ -149,5 +179,15 @@ SPEC = rt.ExchangeSpec(
         key_env="REST_BOOTSTRAP_API_KEY",
         secret_env="REST_BOOTSTRAP_API_SECRET",
         passphrase_env="REST_BOOTSTRAP_API_PASSPHRASE",
+    ),
+    mock=rt.MockSpec(
+        subscribe=mock_subscribe,
+        topics=mock_topics,
+        ack_per="message",
+        ack=mock_ack,
+        reject=mock_reject,
+        ping_interval=20.0,
+        client_ping=mock_client_ping,
+        pong=mock_pong,
     ),
 )
