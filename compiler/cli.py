@@ -184,6 +184,7 @@ def replay(
 
 
 CAPTURES_DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "captures"
+"""``../shared/captures`` beside the repository (see runtime/captures.py)."""
 
 
 def _split(values: list[str] | None) -> list[str] | None:
@@ -284,8 +285,10 @@ def _capture_symbols(exchange: str, captures: Path) -> list[str] | None:
     from runtime.mock import load_capture
     from runtime.registry import load_spec
 
-    path = captures / exchange / "raw.ndjson"
-    if not path.is_file():
+    from runtime.captures import FIXTURE_CAPTURES, find_capture
+
+    path = find_capture(exchange, folders=[captures, FIXTURE_CAPTURES])
+    if path is None:
         return None
     return sorted(set(load_capture(load_spec(exchange), path).symbols.values()))
 
@@ -329,8 +332,9 @@ def mock_cmd(
         _err(f"error: {exc}")
         raise typer.Exit(2) from None
     if capture is None:
-        default = CAPTURES_DEFAULT / exchange / "raw.ndjson"
-        capture = default if default.is_file() else None
+        from runtime.captures import find_capture
+
+        capture = find_capture(exchange)
     options = MockOptions(
         speed=speed,
         loop=loop,

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runtime.captures import FIXTURE_CAPTURES, find_capture
 from runtime.collector import Collector, Instance
 from runtime.mock import MockExchange, MockOptions
 from runtime.pipeline import Pipeline
@@ -60,11 +61,10 @@ class InstanceSummary:
 
 
 def capture_for(settings: RunSettings, exchange: str) -> Path | None:
-    """The capture a mock exchange replays: ``<captures>/<exchange>/raw.ndjson`` when present."""
-    if settings.captures is None:
-        return None
-    path = settings.captures / exchange / "raw.ndjson"
-    return path if path.is_file() else None
+    """The capture a mock exchange replays: ``<captures>/<exchange>/raw.ndjson``, else the
+    repository's documentation-example capture of the exchange (tests/fixtures/captures)."""
+    folders = [settings.captures, FIXTURE_CAPTURES] if settings.captures else [FIXTURE_CAPTURES]
+    return find_capture(exchange, folders=folders)
 
 
 @contextlib.asynccontextmanager
