@@ -458,3 +458,100 @@ def test_bootstrap_call_gives_the_url_to_connect_to(tmp_path: Path) -> None:
     session = inst.sessions[0]
     assert session.url is not None and session.url.endswith("?token=T")
     assert session._ping_interval == 18.0
+
+
+@pytest.mark.parametrize("transport", ["websockets", "picows"])
+def test_subscriptions_are_sharded_over_connections(transport: str) -> None:
+    capture = require_captures("okx") / "raw.ndjson"
+    spec = load_spec("okx")
+    expected = _ws_records(spec, capture)
+
+    async def main() -> tuple[MemorySink, Instance, MockExchange]:
+        async with MockExchange(spec, capture) as mock:
+            client = mock.client_spec()
+            ep = client.endpoints["public"]
+            client = dataclasses.replace(
+                client, endpoints={"public": dataclasses.replace(ep, max_streams=2)}
+            )
+            sink, inst = await _collect(
+                mock,
+                ["trades", "book", "ticker"],
+                spec=client,
+                transport=transport,
+                until=lambda s: len(_data(s.envelopes)) >= len(expected),
+            )
+            return sink, inst, mock
+
+    sink, inst, mock = asyncio.run(main())
+    # 3 channels x 3 symbols, at most 2 streams a connection -> 5 connections
+    assert len(inst.sessions) == 5
+    assert all(len(s.plan.subscriptions) <= 2 for s in inst.sessions)
+    assert mock.stats.connections_accepted == 5
+    assert _comparable(_data(sink.envelopes)) == _comparable(expected)
+
+
+def test_streams_embedded_in_the_url() -> None:
+    spec = _fixture_spec("url_mode")
+    capture = require_captures("binance") / "raw.ndjson"
+
+    async def main() -> tuple[MemorySink, Instance, MockExchange]:
+        async with MockExchange(spec, capture) as mock:
+            client = mock.client_spec()
+            inst = Instance("u", client, ["NKN-USDT", "LRC-BTC"], ["ticker"])
+            sink = MemorySink()
+            pipeline = Pipeline(sink, batch_size=10, flush_interval=0.05, queue_batches=4)
+            collector = Collector([inst], make_transport("websockets"), pipeline, backoff=FAST)
+
+            async def watch() -> None:
+                while len(_data(sink.envelopes)) < 10:
+                    await asyncio.sleep(0.02)
+                collector.request_stop()
+
+            watcher = asyncio.create_task(watch())
+            await collector.run(duration=5)
+            watcher.cancel()
+            return sink, inst, mock
+
+    sink, inst, mock = asyncio.run(main())
+    url = inst.sessions[0].url
+    assert url is not None and url.endswith("/stream?streams=nknusdt@bookTicker/lrcbtc@bookTicker")
+    assert {r["symbol"] for r in _data(sink.envelopes)} <= {"NKN-USDT", "LRC-BTC"}
+    assert any(p.startswith("/stream?streams=") for p in mock.stats.paths)
+
+
+def test_one_instance_crashing_does_not_stop_another() -> None:
+    capture = require_captures("okx") / "raw.ndjson"
+    spec = load_spec("okx")
+
+    def explode(m: Any, ts_recv: int, ctx: Any) -> list[dict[str, Any]]:
+        raise ZeroDivisionError("a bug, not a bad message")
+
+    async def main() -> tuple[Instance, Instance, MemorySink]:
+        async with MockExchange(spec, capture) as mock:
+            good_spec = mock.client_spec()
+            routes = tuple(
+                dataclasses.replace(r, parse=explode) if r.channel == "trades" else r
+                for r in good_spec.routes
+            )
+            bad_spec = dataclasses.replace(good_spec, routes=routes)
+            good = Instance("good", good_spec, ["BTC-USDT"], ["ticker"])
+            bad = Instance("bad", bad_spec, ["BTC-USDT"], ["trades"])
+            sink = MemorySink()
+            pipeline = Pipeline(sink, batch_size=5, flush_interval=0.05, queue_batches=4)
+            collector = Collector([bad, good], make_transport("websockets"), pipeline, backoff=FAST)
+
+            async def watch() -> None:
+                while bad.state != "failed" or not _data(sink.envelopes):
+                    await asyncio.sleep(0.02)
+                await asyncio.sleep(0.2)
+                collector.request_stop()
+
+            watcher = asyncio.create_task(watch())
+            await collector.run(duration=8)
+            watcher.cancel()
+            return good, bad, sink
+
+    good, bad, sink = asyncio.run(main())
+    assert bad.state == "failed" and bad.crashed and "ZeroDivisionError" in bad.crashed
+    assert good.state == "stopped"
+    assert {r["channel"] for r in _data(sink.envelopes)} == {"ticker"}

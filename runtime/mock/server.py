@@ -220,7 +220,7 @@ class MockExchange:
             urls = []
             for url in ep.urls:
                 parts = urlsplit(url)
-                local = base + (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+                local = base + parts.path + (f"?{parts.query}" if parts.query else "")
                 if local not in urls:
                     urls.append(local)
             endpoints[name] = dataclasses.replace(ep, urls=tuple(urls))
