@@ -12,7 +12,6 @@ whatever the spelling: ``[a.b]`` headers, dotted keys, inline tables, ``[[a]]`` 
 
 from __future__ import annotations
 
-import contextlib
 import re
 from bisect import bisect_right
 from dataclasses import dataclass
@@ -337,9 +336,13 @@ class TomlIndex:
         self._line_starts = [0]
         self._line_starts.extend(m.end() for m in re.finditer("\n", text))
         self._bom = text.startswith("\ufeff")
-        # Safety net for odd input: keep whatever was indexed, never raise.
-        with contextlib.suppress(Exception):
+        self.complete = True
+        """False when the scanner stopped early on input it does not understand (positions
+        found so far are kept; lookups past that point return None and callers fall back)."""
+        try:
             _Scanner(text, self).run()
+        except (IndexError, ValueError, KeyError, RecursionError):
+            self.complete = False
 
     def value(self, path: tuple[str | int, ...]) -> Pos | None:
         """Where the value at ``path`` starts; None when not found.

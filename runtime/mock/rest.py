@@ -57,6 +57,9 @@ class RestIndex:
         return replies[index]
 
 
+_HANGUPS = (h11.ProtocolError, ConnectionError, asyncio.IncompleteReadError)
+
+
 class HttpServer:
     """A minimal HTTP/1.1 server (h11) answering every request through ``handle(method, target)``.
 
@@ -89,9 +92,11 @@ class HttpServer:
         assert task is not None
         self._tasks.add(task)
         try:
-            await self._serve(reader, writer)
-        except (h11.ProtocolError, ConnectionError, asyncio.IncompleteReadError):
-            pass
+            # A client that sends garbage or hangs up mid-request just ends its connection.
+            with contextlib.suppress(
+                h11.ProtocolError, ConnectionError, asyncio.IncompleteReadError
+            ):
+                await self._serve(reader, writer)
         finally:
             self._tasks.discard(task)
             writer.close()
