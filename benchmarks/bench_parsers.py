@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from runtime.captures import find_capture
 from runtime.frames import decode
 from runtime.registry import exchanges, load_spec
 from runtime.spec import Context, ExchangeSpec
@@ -25,10 +26,10 @@ from runtime.spec import Context, ExchangeSpec
 CAPTURES = Path(__file__).resolve().parents[2] / "shared" / "captures"
 
 
-def load_frames(exchange: str, spec: ExchangeSpec) -> list[bytes | str]:
+def load_frames(path: Path, spec: ExchangeSpec) -> list[bytes | str]:
     compression = next(iter(spec.endpoints.values())).compression
     frames: list[bytes | str] = []
-    for line in (CAPTURES / exchange / "raw.ndjson").open("rb"):
+    for line in path.open("rb"):
         entry = orjson.loads(line)
         if entry["kind"] != "ws":
             continue
@@ -89,10 +90,11 @@ def main() -> None:
     print(f"{'exchange':<10} {'frames':>7} {'text→records msg/s':>20} {'decoded msg/s':>15}")
     trade_rows = []
     for exchange in sorted(exchanges()):
-        if not (CAPTURES / exchange).is_dir():
-            continue
         spec = load_spec(exchange)
-        frames = load_frames(exchange, spec)
+        path = find_capture(exchange, aliases=spec.aliases, folders=[CAPTURES])  # htx: huobi/
+        if path is None:
+            continue
+        frames = load_frames(path, spec)
         compression = next(iter(spec.endpoints.values())).compression
         msgs = [decode(f, compression) for f in frames]
         text_rate, n = best_rate(run_from_text(spec, frames), args.repeat)

@@ -144,10 +144,18 @@ def replay(
     line_numbers: Annotated[
         bool, typer.Option("--line-numbers", help="Add raw_line (capture line) to each record.")
     ] = False,
+    final_books: Annotated[
+        bool,
+        typer.Option("--final-books", help="Write the final order book per symbol, not records."),
+    ] = False,
 ) -> None:
-    """Normalize a capture offline: one record per line, then a summary on stderr."""
+    """Normalize a capture offline: one record per line, then a summary on stderr.
+
+    Order books are kept as in a live session (docs/order-books.md): book records are those
+    known to be good, and a gap record marks each resync."""
     import orjson
 
+    from runtime.booksync import BookOptions
     from runtime.registry import UnknownExchangeError, load_spec
     from runtime.replay import replay_lines
 
@@ -162,11 +170,15 @@ def replay(
     sink = out.open("wb") if out else sys.stdout.buffer
     try:
         with capture.open("rb") as lines:
-            records, report = replay_lines(spec, lines)
+            records, report = replay_lines(spec, lines, books=BookOptions())
             for line, record in records:
+                if final_books:
+                    continue
                 if line_numbers:
                     record = {**record, "raw_line": line}
                 sink.write(orjson.dumps(record) + b"\n")
+            for book in report.final_books if final_books else ():
+                sink.write(orjson.dumps(book) + b"\n")
     finally:
         if out:
             sink.close()
@@ -177,6 +189,13 @@ def replay(
     _err(f"frames: {frames or 'none'}")
     _err(f"records: {recs or 'none'}")
     _err(f"unrecognized: {report.unrecognized}, malformed: {report.malformed}")
+    if report.books is not None and report.books.snapshots:
+        b = report.books
+        _err(
+            f"books: {b.snapshots} snapshots, {b.deltas} deltas applied, checksums {b.checksum_ok} "
+            f"ok / {b.checksum_failures} failed, {b.gaps} gaps, {b.stale} stale, "
+            f"{b.discarded} discarded"
+        )
     for p in report.samples:
         _err(f"  line {p.line}: {p.reason}: {p.text}")
     if strict and not report.clean:
@@ -225,18 +244,19 @@ def run(
     transport: Annotated[
         str | None, typer.Option("--transport", help="websockets or picows.")
     ] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No live view on the terminal.")
+    ] = False,
 ) -> None:
     """Collect market data, per collector.toml and the options; Ctrl-C stops cleanly."""
     import asyncio
-    import logging
 
     from runtime.config import ConfigError, RunOverrides, load_config, plan_instances
+    from runtime.ops import OpsSettings, configure_logging
+    from runtime.persist.build import SinkError, build_sink, sink_summary
     from runtime.run import PlannedInstance, RunSettings, execute
     from runtime.session import Backoff
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     plans = []
     try:
         for exchange in exchanges:
@@ -253,6 +273,10 @@ def run(
     except ConfigError as exc:
         _err(exc.render())
         raise typer.Exit(2) from None
+    secrets = [cfg.sink.uri.get_secret_value()] if cfg.sink and cfg.sink.uri else []
+    if cfg.sink and cfg.sink.uri_env:
+        secrets.append(os.environ.get(cfg.sink.uri_env, ""))
+    configure_logging(cfg.collector.log_format, cfg.collector.log_level, secrets=secrets)
     settings = RunSettings(
         data_dir=data_dir or cfg.collector.data_dir,
         transport=transport or cfg.collector.transport,  # type: ignore[arg-type]
@@ -268,29 +292,42 @@ def run(
         duration=duration,
         mock=mock,
         captures=captures if mock else None,
+        ops=OpsSettings(
+            http_enabled=cfg.http.enabled,
+            http_host=cfg.http.host,
+            http_port=cfg.http.port,
+            live=not quiet and sys.stderr.isatty(),
+            config_source=str(cfg.source) if cfg.source else None,
+            config_warnings=tuple(w.render() for w in warnings),
+        ),
     )
     planned = [PlannedInstance(p.name, p.spec, p.symbols, p.channels) for p in plans]
-    summaries = asyncio.run(execute(planned, settings))
+    sink = build_sink(cfg.sink, settings.data_dir, shard=shard)
+    try:
+        summaries = asyncio.run(execute(planned, settings, sink))
+    except SinkError as exc:
+        _err(f"error: {exc}")
+        raise typer.Exit(2) from None
     for s in summaries:
         _err(
             f"{s.name}: {s.state}; {s.messages} messages, {s.records} records, "
             f"{s.unrecognized} unrecognized, {s.malformed} malformed, {s.reconnects} reconnects, "
             f"{s.gaps} gaps"
         )
-    _err(f"records are under {settings.data_dir}/")
+    _err(sink_summary(sink))
 
 
 def _capture_symbols(exchange: str, captures: Path) -> list[str] | None:
     """Canonical symbols of an exchange's capture (what a mock run collects by default)."""
+    from runtime.captures import FIXTURE_CAPTURES, find_capture
     from runtime.mock import load_capture
     from runtime.registry import load_spec
 
-    from runtime.captures import FIXTURE_CAPTURES, find_capture
-
-    path = find_capture(exchange, folders=[captures, FIXTURE_CAPTURES])
+    spec = load_spec(exchange)
+    path = find_capture(exchange, aliases=spec.aliases, folders=[captures, FIXTURE_CAPTURES])
     if path is None:
         return None
-    return sorted(set(load_capture(load_spec(exchange), path).symbols.values()))
+    return sorted(set(load_capture(spec, path).symbols.values()))
 
 
 @app.command("mock")
@@ -327,14 +364,14 @@ def mock_cmd(
     from runtime.registry import UnknownExchangeError, load_spec
 
     try:
-        load_spec(exchange)
+        spec = load_spec(exchange)
     except UnknownExchangeError as exc:
         _err(f"error: {exc}")
         raise typer.Exit(2) from None
     if capture is None:
         from runtime.captures import find_capture
 
-        capture = find_capture(exchange)
+        capture = find_capture(exchange, aliases=spec.aliases)
     options = MockOptions(
         speed=speed,
         loop=loop,

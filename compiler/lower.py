@@ -17,6 +17,7 @@ from compiler.translate import (
     uses_name,
     valid_variable_name,
 )
+from runtime.patterns import placeholders
 
 TomlPath = tuple[str | int, ...]
 
@@ -173,7 +174,9 @@ class Lowerer:
         channel_specs: list[tuple[str, str]] = []
         for name, channel in d.channels.items():
             channel_specs.append((name, self._lower_channel(name, channel, routes)))
+            channel_specs.extend(self._lower_also(name, channel, channel_specs))
         subscribe = self._lower_subscribe()
+        on_connect = self._lower_on_connect()
         rest = self._lower_rest()
         bootstrap = self._lower_bootstrap()
         route_fn = self._route_function(routes)
@@ -223,6 +226,8 @@ class Lowerer:
             signing=signing,
             symbol_map_file=repr(d.symbols.symbol_map_file) if d.symbols.symbol_map_file else None,
             mock=self._lower_mock(),
+            aliases=_tuple([repr(a) for a in d.exchange.aliases]) if d.exchange.aliases else None,
+            on_connect=on_connect,
         )
         sym = d.symbols
         symbol_rules = _call(
@@ -232,6 +237,7 @@ class Lowerer:
             quotes=_tuple([repr(q) for q in sym.quotes]) if sym.quotes else None,
             aliases=repr(dict(sorted(sym.aliases.items()))) if sym.aliases else None,
             suffixes=repr(dict(sorted(sym.suffixes.items()))) if sym.suffixes else None,
+            patterns=self._symbol_patterns(),
         )
         return ModuleIR(
             exchange_id=d.exchange.id,
@@ -471,6 +477,47 @@ class Lowerer:
             url=url,
         )
 
+    def _lower_on_connect(self) -> str | None:
+        """One function per message sent right after connecting (``req_id`` is fresh)."""
+        messages = self.desc.websocket.on_connect
+        if not messages:
+            return None
+        names = []
+        for i, source in enumerate(messages):
+            names.append(
+                self.expr_function(
+                    f"connect_message_{i}",
+                    "req_id: int",
+                    "Any",
+                    f"Message {i} sent right after connecting, before subscribing.",
+                    ("websocket", "on_connect", i),
+                    source,
+                    Scope(variables={"req_id": "req_id"}, generator=True),
+                )
+            )
+        return _tuple(names)
+
+    def _symbol_patterns(self) -> str | None:
+        patterns = self.desc.symbols.patterns
+        for i, p in enumerate(patterns):
+            try:
+                raw = placeholders(p.raw)
+                canonical = placeholders(p.canonical)
+            except ValueError as exc:
+                self.error(("symbols", "patterns", i), "E103", str(exc))
+                continue
+            if set(raw) != set(canonical):
+                self.error(
+                    ("symbols", "patterns", i),
+                    "E308",
+                    "'raw' and 'canonical' must use the same placeholders "
+                    f"(raw: {', '.join(raw) or 'none'}; "
+                    f"canonical: {', '.join(canonical) or 'none'})",
+                )
+        if not patterns:
+            return None
+        return _tuple([_tuple([repr(p.raw), repr(p.canonical)]) for p in patterns])
+
     # -- channels ----------------------------------------------------------------------
     def _endpoint_of(self, name: str, channel: Channel) -> str:
         eps = self.desc.websocket.endpoints
@@ -527,6 +574,18 @@ class Lowerer:
                 Scope(variables={"raw": "raw", "symbol": "symbol", "key": "key"}),
             )
         parser = self._parser(f"parse_{name}", base, name, ch, ch.kind, rest=False)
+        if ch.also:
+            parsers = [parser] + [
+                self._parser(f"parse_{a}", (*base, "also", a), a, also, also.kind, rest=False)
+                for a, also in ch.also.items()
+            ]
+            parser = self.function(
+                f"dispatch_{name}",
+                "m: Any, ts_recv: int, ctx: rt.Context",
+                "list[rt.Record]",
+                f"Records of channel '{name}' and of the channels that parse its messages too.",
+                ["return " + " + ".join(f"{p}(m, ts_recv, ctx)" for p in parsers)],
+            )
         self._route(routes, (*base, "match"), ch.match, f'rt.Route("data", {name!r}, {parser})')
         sync = None
         if ch.sync is not None:
@@ -572,6 +631,38 @@ class Lowerer:
             ack_key=ack_key,
             sync=sync,
         )
+
+    def _lower_also(
+        self, name: str, ch: Channel, specs: list[tuple[str, str]]
+    ) -> list[tuple[str, str]]:
+        """Channel specs of ``also`` channels: the parent's subscription, ``source`` = parent."""
+        out: list[tuple[str, str]] = []
+        taken = set(self.desc.channels) | {n for n, _ in specs}
+        for a, also in ch.also.items():
+            if a in taken:
+                self.error(
+                    ("channels", name, "also", a),
+                    "E308",
+                    f"channel name '{a}' is used twice",
+                    at_key=True,
+                )
+            taken.add(a)
+            out.append(
+                (
+                    a,
+                    _call(
+                        "rt.ChannelSpec",
+                        name=repr(a),
+                        kind=repr(also.kind),
+                        endpoint=repr(ch.endpoint or next(iter(self.desc.websocket.endpoints))),
+                        topic=f"topic_{name}",
+                        key=f"key_{name}" if ch.key is not None else None,
+                        ack_key=f"ack_key_{name}" if ch.ack_key is not None else None,
+                        source=repr(name),
+                    ),
+                )
+            )
+        return out
 
     def _parser(
         self, fname: str, base: TomlPath, channel: str, p: Parse, kind: str, *, rest: bool
@@ -692,6 +783,17 @@ class Lowerer:
         for name, ep in rest.endpoints.items():
             base: TomlPath = ("rest", "endpoints", name)
             params = None
+            try:
+                in_path = placeholders(ep.path)
+            except ValueError as exc:
+                self.error((*base, "path"), "E103", str(exc))
+                in_path = []
+            if in_path and ep.params is None:
+                self.error(
+                    (*base, "path"),
+                    "E308",
+                    f"the path placeholders ({', '.join(in_path)}) need 'params' that set them",
+                )
             if ep.params is not None:
                 params = self.expr_function(
                     f"rest_{name}_params",

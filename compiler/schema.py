@@ -38,6 +38,8 @@ class ExchangeInfo(_Model):
     name: str
     market: Literal["spot", "derivatives", "mixed"] = "spot"
     docs: list[str] = []
+    aliases: list[Ident] = []
+    """Former ids of the exchange (e.g. a capture folder recorded under an old name)."""
 
 
 class WsEndpoint(_Model):
@@ -127,6 +129,8 @@ class WebSocket(_Model):
     keepalive: Keepalive = Keepalive()
     control: Control = Control()
     bootstrap: Bootstrap | None = None
+    on_connect: list[Expr] = []
+    """Messages sent in order right after each connect, before subscribing."""
 
 
 class Parse(_Model):
@@ -149,6 +153,12 @@ class BookSync(_Model):
     depth: int | None = Field(default=None, ge=1)
 
 
+class AlsoChannel(Parse):
+    """A channel without a subscription of its own: it parses its parent channel's messages."""
+
+    kind: ChannelKind
+
+
 class Channel(Parse):
     """One market-data channel: how to subscribe, how to recognise and parse its messages."""
 
@@ -159,6 +169,7 @@ class Channel(Parse):
     ack_key: Expr | None = None
     match: Expr
     sync: BookSync | None = None
+    also: dict[Ident, AlsoChannel] = {}
 
 
 class RestEndpoint(_Model):
@@ -190,6 +201,13 @@ class Signing(_Model):
     passphrase_env: EnvVar | None = None
 
 
+class SymbolPattern(_Model):
+    """A raw symbol template and its canonical template, with ``{name}`` placeholders."""
+
+    raw: str
+    canonical: str
+
+
 class Symbols(_Model):
     """Exchange symbols ↔ canonical ``BASE-QUOTE`` symbols."""
 
@@ -198,6 +216,7 @@ class Symbols(_Model):
     quotes: list[str] = []
     aliases: dict[str, str] = {}
     suffixes: dict[str, str] = {}
+    patterns: list[SymbolPattern] = []
     symbol_map_file: str | None = None
 
 

@@ -93,6 +93,8 @@ BUILTINS: dict[str, Builtin] = {
     "upper": Builtin(1, 1, "{0:atom}.upper()"),
     "join": Builtin(2, 2, "{1:atom}.join({0})"),
     "split": Builtin(2, 2, "{0:atom}.split({1})"),
+    "replace": Builtin(3, 3, "{0:atom}.replace({1}, {2})"),
+    "merge": Builtin(2, 2, "{**{0:atom}, **{1:atom}}"),
     "starts_with": Builtin(2, 2, "rt.starts_with({0}, {1})"),
     "ends_with": Builtin(2, 2, "rt.ends_with({0}, {1})"),
     "has": Builtin(2, 2, "rt.has({0}, {1})"),

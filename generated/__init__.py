@@ -6,8 +6,19 @@ from __future__ import annotations
 
 EXCHANGES: dict[str, str] = {
     "binance": "generated.binance",
+    "binance_futures": "generated.binance_futures",
+    "bitfinex": "generated.bitfinex",
+    "bitflyer": "generated.bitflyer",
+    "bitstamp": "generated.bitstamp",
+    "bybit": "generated.bybit",
     "coinbase": "generated.coinbase",
+    "deribit": "generated.deribit",
+    "gateio": "generated.gateio",
+    "gemini": "generated.gemini",
+    "gmo": "generated.gmo",
+    "htx": "generated.htx",
     "kraken": "generated.kraken",
+    "kucoin": "generated.kucoin",
     "okx": "generated.okx",
 }
 """Exchange id -> importable module that defines ``SPEC``."""

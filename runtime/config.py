@@ -76,6 +76,19 @@ _SCHEMA_CODES = SchemaCodes(unknown_key="E401", missing_key="E402", invalid_valu
 _RULE = "config_rule"  # pydantic error type of cross-key rules (reported by the raw checks)
 _CUSTOM_CODES = {"instance_name": "E405", "canonical_symbol": "E406", "shard": "E407"}
 _MONGO_SCHEMES = ("mongodb://", "mongodb+srv://")
+_SPOOL_MAX_BYTES = 1 << 30
+_SPOOL_SEGMENT_BYTES = 16 << 20
+_MONGO_ONLY = (
+    "spool_dir",
+    "spool_max_bytes",
+    "spool_segment_bytes",
+    "on_full",
+    "fsync",
+    "fsync_interval",
+    "replay_rate",
+    "dedup_window",
+    "dedup_max_keys",
+)
 
 
 def _fail(kind: str, reason: str) -> PydanticCustomError:
@@ -241,8 +254,26 @@ def _sink_rules(keys: Mapping[str, object]) -> list[_Rule]:
             rules.append(_Rule((), 'a kind = "mongodb" sink needs uri or uri_env'))
         if "dir" in keys:
             rules.append(_Rule(("dir",), 'dir applies to kind = "ndjson" only', at_key=True))
+        total = keys.get("spool_max_bytes", _SPOOL_MAX_BYTES)
+        segment = keys.get("spool_segment_bytes", _SPOOL_SEGMENT_BYTES)
+        if (
+            isinstance(total, int)
+            and isinstance(segment, int)
+            and total >= 1 << 20
+            and segment >= 64 << 10
+            and total < 2 * segment
+        ):
+            where = "spool_max_bytes" if "spool_max_bytes" in keys else "spool_segment_bytes"
+            rules.append(
+                _Rule(
+                    (where,),
+                    f"spool_max_bytes ({total}) must be at least twice spool_segment_bytes "
+                    f"({segment})",
+                    at_key=True,
+                )
+            )
     elif kind == "ndjson":
-        for key in ("uri", "uri_env", "database"):
+        for key in ("uri", "uri_env", "database", *_MONGO_ONLY):
             if key in keys:
                 rules.append(_Rule((key,), f'{key} applies to kind = "mongodb" only', at_key=True))
     return rules
@@ -316,6 +347,18 @@ class SinkSettings(_Model):
     database: MongoDatabase = "mdgen"
     dir: ConfigPath | None = None
     """``ndjson`` only: output folder; default: ``[collector].data_dir``."""
+    spool_dir: ConfigPath | None = None
+    """``mongodb`` only: the durable spool; default: ``<[collector].data_dir>/spool``."""
+    spool_max_bytes: int = Field(default=_SPOOL_MAX_BYTES, ge=1 << 20)
+    spool_segment_bytes: int = Field(default=_SPOOL_SEGMENT_BYTES, ge=64 << 10)
+    on_full: Literal["block", "drop_oldest", "drop_newest"] = "block"
+    fsync: Literal["batch", "interval"] = "batch"
+    fsync_interval: float = Field(default=1.0, gt=0)
+    replay_rate: float = Field(default=20_000.0, gt=0)
+    """Records per second the replay worker sends at most."""
+    dedup_window: float = Field(default=0.0, ge=0)
+    """Seconds an identity is remembered to drop repeats; 0: no dedup window."""
+    dedup_max_keys: int = Field(default=1_000_000, ge=1)
 
     @model_validator(mode="after")
     def _rules(self) -> SinkSettings:
@@ -831,6 +874,8 @@ def _with_absolute_paths(config: CollectorConfig, base: Path) -> CollectorConfig
     sink = config.sink
     if sink is not None and sink.dir is not None:
         sink = sink.model_copy(update={"dir": _resolve(base, sink.dir)})
+    if sink is not None and sink.spool_dir is not None:
+        sink = sink.model_copy(update={"spool_dir": _resolve(base, sink.spool_dir)})
     instances = {}
     for name, inst in config.instances.items():
         update: dict[str, Path] = {"descriptor_path": _resolve(base, inst.descriptor_path)}

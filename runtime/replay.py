@@ -11,8 +11,10 @@ from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
+from runtime.booksync import BookOptions, BookStats, BookSyncs, gap_record
 from runtime.convert import ts_s
 from runtime.frames import FrameError, decode
+from runtime.patterns import compile_template
 from runtime.spec import Context, ExchangeSpec, Record
 
 PARSE_ERRORS = (KeyError, IndexError, TypeError, ValueError, AttributeError)
@@ -39,6 +41,10 @@ class ReplayReport:
     unrecognized: int = 0
     malformed: int = 0
     samples: list[Problem] = field(default_factory=list)
+    books: BookStats | None = None
+    """Book sync counters when the replay keeps books."""
+    final_books: list[Record] = field(default_factory=list)
+    """The book of every (channel, symbol) at the end (``replay_lines`` with books)."""
 
     def note(self, problem: Problem, *, malformed: bool) -> None:
         if malformed:
@@ -54,14 +60,26 @@ class ReplayReport:
 
 
 class Replayer:
-    """Feeds capture lines through one exchange's generated parser, keeping ACK-bound state."""
+    """Feeds capture lines through one exchange's generated parser, keeping ACK-bound state.
 
-    def __init__(self, spec: ExchangeSpec) -> None:
+    With ``books``, records of channels with sync rules pass through :class:`BookSyncs` as in a
+    live session (REST snapshots come from the capture's REST lines): only records known to be
+    good come out, plus a gap record (``gap_start``, ``gap_end``, ``reason``) per resync.
+    """
+
+    def __init__(self, spec: ExchangeSpec, *, books: BookOptions | None = None) -> None:
         self.spec = spec
         self.ctx = Context()
         self.report = ReplayReport()
         self._compression = next(iter(spec.endpoints.values())).compression
         self._rest = {ep.path: ep for ep in (spec.rest.endpoints.values() if spec.rest else ())}
+        self._rest_templates = [  # paths with {placeholders}: their values join the query
+            (compile_template(path), ep) for path, ep in self._rest.items() if "{" in path
+        ]
+        self.books = BookSyncs(spec, books) if books is not None else None
+        if self.books is not None:
+            self.report.books = self.books.stats
+        self._last_ns = 0
 
     def frame(self, line: int, msg: Any, ts_recv: int) -> list[Record]:
         """Records of one WebSocket message (already decoded)."""
@@ -94,13 +112,23 @@ class Replayer:
                 Problem(line, f"channel '{route.channel}': {exc!r}", _text(msg)), malformed=True
             )
             return []
-        self.report.records[str(route.channel)] += len(records)
+        books = self.books
+        if books is not None and route.channel in books.channels:
+            records = self._book_events(books.feed(route.channel, records))
+        self._last_ns = ts_recv
+        self.report.records.update(str(r["channel"]) for r in records)  # ``also``: several
         return records
 
     def rest(self, line: int, url: str, body: Any, ts_recv: int) -> list[Record]:
         """Records of one REST reply, matched to a declared endpoint by its URL path."""
         parts = urlsplit(url)
         endpoint = self._rest.get(parts.path)
+        path_params: dict[str, str] = {}
+        for template, candidate in self._rest_templates if endpoint is None else ():
+            found = template.match(parts.path)
+            if found is not None:
+                endpoint, path_params = candidate, found
+                break
         if endpoint is None:
             self.report.frames["rest_unrecognized"] += 1
             self.report.note(
@@ -110,14 +138,34 @@ class Replayer:
         self.report.frames["rest"] += 1
         if endpoint.parse is None:
             return []
-        query = dict(parse_qsl(parts.query))
+        query = dict(parse_qsl(parts.query)) | path_params
         try:
             records = endpoint.parse(body, query, ts_recv, self.ctx)
         except PARSE_ERRORS as exc:
             self.report.note(Problem(line, f"REST '{endpoint.name}': {exc!r}", url), malformed=True)
             return []
+        books = self.books
+        if books is not None and endpoint.channel in books.channels:
+            records = self._book_events(books.snapshot(str(endpoint.channel), records))
         self.report.records[str(endpoint.channel)] += len(records)
         return records
+
+    def _book_events(self, records: list[Record]) -> list[Record]:
+        """Gap records first, then the book records; snapshot requests are the capture's job."""
+        books = self.books
+        assert books is not None
+        books.requests.clear()
+        if not books.gaps:
+            return records
+        gaps = [gap_record(self.spec.id, g, "replay") for g in books.gaps]
+        books.gaps.clear()
+        return gaps + records
+
+    def finish(self) -> list[Record]:
+        """Gap records of books still out of sync at the end of the capture."""
+        if self.books is None:
+            return []
+        return [gap_record(self.spec.id, g, "replay") for g in self.books.close(self._last_ns)]
 
     def capture_line(self, line: int, entry: dict[str, Any]) -> list[Record]:
         """Records of one capture line (see shared/captures/README.md for the format)."""
@@ -143,12 +191,17 @@ class Replayer:
 
 
 def replay_lines(
-    spec: ExchangeSpec, lines: Iterable[bytes | str]
+    spec: ExchangeSpec, lines: Iterable[bytes | str], *, books: BookOptions | None = None
 ) -> tuple[Iterator[tuple[int, Record]], ReplayReport]:
-    """Lazily replay capture lines; yields (1-based line, record). The report fills as it runs."""
-    replayer = Replayer(spec)
+    """Lazily replay capture lines; yields (1-based line, record). The report fills as it runs.
+
+    ``books``: keep order books (see :class:`Replayer`); the final books are then in
+    ``report.final_books`` once the iterator is exhausted.
+    """
+    replayer = Replayer(spec, books=books)
 
     def run() -> Iterator[tuple[int, Record]]:
+        number = 0
         for number, raw in enumerate(lines, 1):
             if not raw.strip():
                 continue
@@ -162,6 +215,10 @@ def replay_lines(
                 continue
             for record in replayer.capture_line(number, entry):
                 yield number, record
+        for record in replayer.finish():
+            yield number, record
+        if replayer.books is not None:
+            replayer.report.final_books = replayer.books.final_books()
 
     return run(), replayer.report
 

@@ -10,10 +10,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
+from urllib.parse import quote
 
 import httpx
 import orjson
 
+from runtime.patterns import compile_template
 from runtime.ratelimit import Clock, Sleep, WeightLimiter
 from runtime.signing import REDACTED, Signer, encode_query, param_pairs
 from runtime.spec import BootstrapSpec, RestEndpointSpec, RestSpec
@@ -60,6 +62,9 @@ class RestReply:
     url: str
     elapsed: float
     attempts: int
+    query: Mapping[str, str] = field(default_factory=dict)
+    """The request's parameters as strings, path placeholders included: a REST parse's
+    ``query``."""
 
 
 @dataclass
@@ -89,6 +94,19 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
             return None
         seconds = when.timestamp() - now
     return max(0.0, seconds) if seconds == seconds else None  # NaN check
+
+
+def _fill_path(path: str, params: dict[str, Any]) -> tuple[str, dict[str, str]]:
+    """``path`` with its ``{name}`` placeholders taken (and removed) from ``params``, and the
+    values used."""
+    if "{" not in path:
+        return path, {}
+    template = compile_template(path)
+    missing = [name for name in template.names if name not in params]
+    if missing:
+        raise ValueError(f"REST path {path!r} needs parameter(s) {', '.join(missing)}")
+    values = {name: str(params.pop(name)) for name in template.names}
+    return template.fill({k: quote(v, safe="") for k, v in values.items()}), values
 
 
 def _decode(content: bytes) -> Any:
@@ -202,7 +220,9 @@ class RestClient:
         if ep.params is not None:
             merged.update(ep.params(raw or "", symbol or ""))
         merged.update(params or {})
+        path, path_values = _fill_path(ep.path, merged)
         pairs = param_pairs(merged)
+        query = dict(pairs) | path_values
         method = ep.method.upper()
         body = ""
         if self.post_params == "json" and method in ("POST", "PUT") and pairs:
@@ -216,8 +236,8 @@ class RestClient:
         while True:
             attempt += 1
             await self._take_weight(ep.weight)
-            request = self._build(ep, method, pairs, body)
-            url = self._shown_url(ep.path, request.url.query.decode())
+            request = self._build(ep, path, method, pairs, body)
+            url = self._shown_url(path, request.url.query.decode())
             delay: float | None = None
             try:
                 response = await self._client.send(request)
@@ -231,7 +251,9 @@ class RestClient:
                 status = response.status_code
                 self.stats.requests[str(status)] += 1
                 if status < 400:
-                    return RestReply(status, _decode(content), url, self._clock() - start, attempt)
+                    return RestReply(
+                        status, _decode(content), url, self._clock() - start, attempt, query
+                    )
                 last_status = status
                 last_excerpt = self._excerpt(content.decode("utf-8", errors="replace"))
                 if status not in RETRY_STATUSES and status < 500:
@@ -288,18 +310,23 @@ class RestClient:
     # -- helpers ----------------------------------------------------------------------------
 
     def _build(
-        self, ep: RestEndpointSpec, method: str, pairs: list[tuple[str, str]], body: str
+        self,
+        ep: RestEndpointSpec,
+        path: str,
+        method: str,
+        pairs: list[tuple[str, str]],
+        body: str,
     ) -> httpx.Request:
         headers: dict[str, str] = {}
         if body:
             headers["Content-Type"] = "application/json"
         if ep.signed and self.signer is not None:
-            signed = self.signer.sign(method, ep.path, pairs, body)
+            signed = self.signer.sign(method, path, pairs, body)
             query = signed.query
             headers.update(signed.headers)
         else:
             query = encode_query(pairs)
-        url = self.base_url + ep.path + (f"?{query}" if query else "")
+        url = self.base_url + path + (f"?{query}" if query else "")
         return self._client.build_request(
             method, url, headers=headers, content=body.encode() if body else None
         )

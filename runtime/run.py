@@ -13,6 +13,7 @@ from pathlib import Path
 from runtime.captures import FIXTURE_CAPTURES, find_capture
 from runtime.collector import Collector, Instance
 from runtime.mock import MockExchange, MockOptions
+from runtime.ops import Ops, OpsSettings
 from runtime.pipeline import Pipeline
 from runtime.session import Backoff
 from runtime.sinks import NdjsonGzSink, Sink
@@ -46,6 +47,7 @@ class RunSettings:
     mock: bool = False
     mock_options: MockOptions = field(default_factory=MockOptions)
     captures: Path | None = None
+    ops: OpsSettings = field(default_factory=OpsSettings)
 
 
 @dataclass
@@ -60,11 +62,11 @@ class InstanceSummary:
     gaps: int
 
 
-def capture_for(settings: RunSettings, exchange: str) -> Path | None:
-    """The capture a mock exchange replays: ``<captures>/<exchange>/raw.ndjson``, else the
-    repository's documentation-example capture of the exchange (tests/fixtures/captures)."""
+def capture_for(settings: RunSettings, exchange: str, aliases: tuple[str, ...] = ()) -> Path | None:
+    """The capture a mock exchange replays: ``<captures>/<exchange or alias>/raw.ndjson``, else
+    the repository's documentation-example capture of the exchange (tests/fixtures/captures)."""
     folders = [settings.captures, FIXTURE_CAPTURES] if settings.captures else [FIXTURE_CAPTURES]
-    return find_capture(exchange, folders=folders)
+    return find_capture(exchange, aliases=aliases, folders=folders)
 
 
 @contextlib.asynccontextmanager
@@ -77,7 +79,9 @@ async def mocks_for(
         for plan in plans:
             if plan.spec.id not in mocks:
                 mock = MockExchange(
-                    plan.spec, capture_for(settings, plan.spec.id), settings.mock_options
+                    plan.spec,
+                    capture_for(settings, plan.spec.id, plan.spec.aliases),
+                    settings.mock_options,
                 )
                 await mock.start()
                 mocks[plan.spec.id] = mock
@@ -124,6 +128,9 @@ async def execute(
             instances.append(Instance(plan.name, spec, symbols, plan.channels))
         collector = Collector(
             instances, make_transport(settings.transport), pipeline, backoff=settings.backoff
+        )
+        await stack.enter_async_context(
+            Ops(collector, settings.ops, probe_clocks=not settings.mock)
         )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

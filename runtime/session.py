@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import orjson
 
+from runtime.booksync import BookOptions, LiveBooks
 from runtime.envelope import Envelope, gap, wrap
 from runtime.frames import FrameError, decode
 from runtime.pipeline import Pipeline
@@ -69,6 +70,10 @@ class SessionStats:
     client_pings: int = 0
     gaps: int = 0
     gap_seconds: float = 0.0
+    book_gaps: int = 0
+    book_resyncs: int = 0
+    checksum_failures: int = 0
+    checksum_ok: int = 0
     last_message: float = 0.0  # time.monotonic() of the last frame
 
 
@@ -87,6 +92,7 @@ class Session:
         connect_timeout: float = 10.0,
         rng: Callable[[], float] = random.random,
         rest: RestClient | None = None,
+        book_options: BookOptions | None = None,
     ) -> None:
         self.spec = spec
         self.instance = instance
@@ -107,6 +113,21 @@ class Session:
         self._gap_reason = ""
         self._ids = itertools.count(1)
         self._ping_interval: float | None = None  # from a bootstrap reply, else the descriptor
+        self._books = LiveBooks.for_plan(
+            spec,
+            instance,
+            plan.name,
+            {sub.channel for sub in plan.subscriptions},
+            self.stats,
+            self._emit,
+            rest=rest,
+            options=book_options,
+        )
+
+    @property
+    def books(self) -> LiveBooks | None:
+        """Order-book sync of this connection's book channels (None when it has none)."""
+        return self._books
 
     # -- life cycle -------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -202,6 +223,8 @@ class Session:
             helpers.append(asyncio.create_task(self._client_pings(conn)))
         stopper = asyncio.create_task(stop.wait())
         try:
+            if not await self._send_on_connect(conn):
+                return "closed"
             if self.spec.subscribe.mode == "message":
                 self.state = "subscribing"
                 sub = asyncio.create_task(self._subscribe(conn, tracker))
@@ -234,6 +257,8 @@ class Session:
             await asyncio.gather(reader, stopper, *helpers, return_exceptions=True)
             with contextlib.suppress(TransportClosed, OSError, TimeoutError):
                 await asyncio.wait_for(conn.close(), 3.0)
+            if self._books is not None:
+                await self._books.disconnected()
 
     @staticmethod
     def _reader_reason(reader: asyncio.Task[str]) -> str:
@@ -247,6 +272,15 @@ class Session:
         raise exc
 
     # -- subscribing ------------------------------------------------------------------------
+    async def _send_on_connect(self, conn: Connection) -> bool:
+        """The descriptor's ``on_connect`` messages, in order; False when the peer closed."""
+        try:
+            for build in self.spec.on_connect:
+                await conn.send(_encode(build(next(self._ids))))
+        except TransportClosed:
+            return False
+        return True
+
     async def _subscribe(self, conn: Connection, tracker: AckTracker) -> None:
         spec = self.spec
         messages = subscribe_messages(spec, list(self.plan.subscriptions), lambda: next(self._ids))
@@ -307,6 +341,9 @@ class Session:
         kinds = self._kinds
         instance = self.instance
         recv = conn.recv
+        books = self._books
+        if books is not None:
+            books.connected()
         while True:
             frame = await recv()
             stats.last_message = time.monotonic()
@@ -335,10 +372,14 @@ class Session:
                     continue
                 if self._gap_start_ns is not None:
                     await self._emit_gaps(ts_recv)
-                kind = kinds[r.channel]  # type: ignore[index]
+                if books is not None and r.channel in books.channels:
+                    records = await books.process(r.channel, records)
                 stats.records += len(records)
-                if pipeline.add([wrap(instance, kind, rec) for rec in records]):
+                # per record: a route with ``also`` channels gives records of several kinds
+                if pipeline.add([wrap(instance, kinds[rec["channel"]], rec) for rec in records]):
                     await pipeline.flush()
+                if books is not None and books.reconnect:  # a resync needs a new subscription
+                    return "book_resync"
                 continue
             stats.frames[r.kind] += 1
             try:
@@ -386,6 +427,10 @@ class Session:
             )
             for sub in self.plan.subscriptions
         ]
+        if self.pipeline.add(envs):
+            await self.pipeline.flush()
+
+    async def _emit(self, envs: list[Envelope]) -> None:
         if self.pipeline.add(envs):
             await self.pipeline.flush()
 

@@ -30,11 +30,19 @@ def require_api(version: int, module: str) -> None:
         )
 
 
+class Bindings(dict[Any, Any]):
+    """Values bound from ACKs; ``get`` is typed ``Any`` so generated code may index its result
+    (``bound($[0]).symbol``) and stay type-clean."""
+
+    def get(self, key: Any, default: Any = None, /) -> Any:
+        return super().get(key, default)
+
+
 @dataclass
 class Context:
     """Per-connection state visible to generated code (values bound from ACKs)."""
 
-    bound: dict[Any, Any] = field(default_factory=dict)
+    bound: Bindings = field(default_factory=Bindings)
 
 
 Parser = Callable[[Any, int, Context], list[Record]]
@@ -116,6 +124,8 @@ class ChannelSpec:
     key: Callable[[], Any] | None = None
     ack_key: Callable[[str, str, Any], Any] | None = None
     sync: BookSyncSpec | None = None
+    source: str | None = None
+    """Set for an ``also`` channel: the channel whose subscription and messages it shares."""
 
 
 @dataclass(frozen=True)
@@ -192,3 +202,7 @@ class ExchangeSpec:
     signing: SigningSpec | None = None
     symbol_map_file: str | None = None
     mock: MockSpec | None = None
+    aliases: tuple[str, ...] = ()
+    """Former ids of the exchange (capture folders may use them)."""
+    on_connect: tuple[Callable[[int], Any], ...] = ()
+    """Messages sent right after each connect, before subscribing; each gets a fresh req_id."""

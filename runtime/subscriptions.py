@@ -51,9 +51,15 @@ def plan_connections(
 ) -> list[ConnectionPlan]:
     """Split subscriptions by endpoint, then into connections of at most ``max_streams`` each."""
     by_endpoint: dict[str, list[Subscription]] = {}
+    seen: set[tuple[str, str]] = set()
     for channel in channels:
+        # An ``also`` channel has no subscription of its own: its parent's carries it.
+        channel = spec.channels[channel].source or channel
         endpoint = spec.channels[channel].endpoint
         for symbol in symbols:
+            if (channel, symbol) in seen:
+                continue
+            seen.add((channel, symbol))
             sub = Subscription(channel, spec.symbols.raw(symbol), symbol)
             by_endpoint.setdefault(endpoint, []).append(sub)
     plans = []

@@ -7,6 +7,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
+from runtime.patterns import compile_template
+
 __all__ = ["SymbolError", "SymbolMapper", "SymbolRules"]
 
 _CANON_SEP: Final = "-"
@@ -34,6 +36,11 @@ class SymbolRules:
     """Raw derivative suffix -> canonical suffix (SWAP -> PERP)."""
     overrides: Mapping[str, str] = field(default_factory=dict)
     """Raw symbol -> canonical symbol, checked before any rule."""
+    patterns: tuple[tuple[str, str], ...] = ()
+    """(raw template, canonical template) pairs with ``{name}`` placeholders
+    (``runtime.patterns``), tried in order after ``overrides`` and before the separator rules;
+    placeholder values go through ``aliases``. Raw symbols built from a pattern keep the
+    template's literal text as written (``case`` is not applied)."""
 
 
 class SymbolMapper:
@@ -59,6 +66,10 @@ class SymbolMapper:
         self._rev_override: dict[str, str] = {}
         for raw_sym, canon in rules.overrides.items():
             self._rev_override.setdefault(canon.upper(), raw_sym)
+        self._patterns = [
+            (compile_template(raw_t), compile_template(canon_t))
+            for raw_t, canon_t in rules.patterns
+        ]
         self._canonical: dict[str, str] = {}
         self._raw: dict[str, str] = {}
 
@@ -95,6 +106,14 @@ class SymbolMapper:
         override = self._override.get(upper)
         if override is not None:
             return override
+        for raw_t, canon_t in self._patterns:
+            values = raw_t.match(raw)
+            if values is not None:
+                alias = self._alias
+                canon = canon_t.fill(
+                    {k: alias.get(v.upper(), v.upper()) for k, v in values.items()}
+                )
+                return canon.upper()
         sep = self._sep
         parts = upper.split(sep) if sep and sep in upper else self._split_concat(raw, upper)
         for part in parts:
@@ -125,6 +144,13 @@ class SymbolMapper:
         override = self._rev_override.get(upper)
         if override is not None:
             return override
+        for raw_t, canon_t in self._patterns:
+            values = canon_t.match(upper)
+            if values is None:
+                continue
+            raw_values = {k: self._rev_alias.get(v.upper(), v.upper()) for k, v in values.items()}
+            if all(raw_t.accepts(k, v) for k, v in raw_values.items()):
+                return raw_t.fill(raw_values)
         parts = upper.split(_CANON_SEP)
         if len(parts) < 2 or any(not p or p.isspace() for p in parts):
             raise SymbolError(f"not a canonical BASE-QUOTE[-EXTRA...] symbol: {canonical!r}")

@@ -88,6 +88,58 @@ def _okx_raw(cf_symbol: str) -> str:
     raise ValueError(f"unrecognised cryptofeed OKX symbol {cf_symbol!r}")
 
 
+def _bitstamp_raw(cf_symbol: str) -> str:
+    # cryptofeed "ETH-USD" <- trading-pairs-info "name" ETH/USD; channels and REST paths use the
+    # lower-case "url_symbol" ("live_trades_ethusd").
+    return cf_symbol.replace("-", "").lower()
+
+
+def _htx_raw(cf_symbol: str) -> str:
+    # cryptofeed "TRIO-ETH" <- /v1/common/symbols base-currency/quote-currency; topics and "ch"
+    # use the lower-case "symbol" ("market.trioeth.trade.detail").
+    return cf_symbol.replace("-", "").lower()
+
+
+def _gateio_raw(cf_symbol: str) -> str:
+    # cryptofeed "DIS-USDT" <- currency_pairs base/quote; the raw currency_pair is "DIS_USDT".
+    return cf_symbol.replace("-", "_")
+
+
+_DERIBIT_MONTHS = (
+    "JAN",
+    "FEB",
+    "MAR",
+    "APR",
+    "MAY",
+    "JUN",
+    "JUL",
+    "AUG",
+    "SEP",
+    "OCT",
+    "NOV",
+    "DEC",
+)
+
+
+def _deribit_raw(cf_symbol: str) -> str:
+    # cryptofeed rewrites Deribit instruments: options "BTC-24SEP21-8000-P" -> "BTC-8000-21U24-put",
+    # futures "BTC-24SEP21" -> "BTC-USD-21U24", perpetuals "BTC-PERPETUAL" -> "BTC-USD-PERP".
+    # Deribit writes days without a leading zero ("1OCT21").
+    def expiry(code: str) -> str:
+        year, month, day = code[:2], _MONTH_CODES.index(code[2]), int(code[3:])
+        return f"{day}{_DERIBIT_MONTHS[month]}{year}"
+
+    parts = cf_symbol.split("-")
+    if len(parts) == 4 and parts[3] in ("call", "put"):  # option
+        base, strike, code, kind = parts
+        return f"{base}-{expiry(code)}-{strike}-{'C' if kind == 'call' else 'P'}"
+    if len(parts) == 3 and parts[2] == "PERP":
+        return f"{parts[0]}-PERPETUAL" if parts[1] == "USD" else f"{parts[0]}_{parts[1]}-PERPETUAL"
+    if len(parts) == 3:  # dated future
+        return f"{parts[0]}-{expiry(parts[2])}"
+    return cf_symbol.replace("-", "_")  # spot "BTC-USDC" -> "BTC_USDC"
+
+
 # --------------------------------------------------------------------------------------------
 # The table: what cryptofeed's trade columns mean, per exchange
 # --------------------------------------------------------------------------------------------
@@ -178,7 +230,133 @@ CONVENTIONS: dict[str, TradeConvention] = {
         to_raw_symbol=_okx_raw,
         notes="74 rows; the first trade per instrument (lines 47-49) predates the connection.",
     ),
+    "bitstamp": TradeConvention(
+        raw_message='{"event":"trade","channel":"live_trades_<pair>","data":{...}}',
+        # Bitstamp WebSocket v2 docs: "type: Trade type (0 - buy; 1 - sell)", the side of the
+        # order that took liquidity. cryptofeed bitstamp.py: BUY if data['type'] == 0 else SELL.
+        # Verified on all 10 rows (lines 210-743): 1 type 0 -> buy, 9 type 1 -> sell.
+        raw_side="type 0 = buy, 1 = sell: the taker (aggressor) side",
+        cryptofeed_side="taker",
+        # cryptofeed: Decimal(data['microtimestamp']) / 1e6; e.g. line 210 microtimestamp
+        # "1641343699596000" -> 1641343699.596 (the "timestamp" field has seconds only).
+        ts_field="microtimestamp (string, µs)",
+        id_field="id (int -> str)",
+        to_raw_symbol=_bitstamp_raw,
+        # cryptofeed reads amount_str/price_str-equal values ("0.0792" vs "0.07920000"): equal as
+        # Decimals; ours keeps the exchange's strings.
+        notes="10 rows, all ETH-USD (the only pair that traded in the 30 s).",
+    ),
+    "htx": TradeConvention(
+        raw_message='gzip {"ch":"market.<sym>.trade.detail","tick":{"data":[{...}, ...]}}',
+        # HTX docs: "direction: Aggressive order side (taker's order side) of the trade".
+        # cryptofeed huobi.py passes trade['direction'] through.
+        raw_side="direction = taker side",
+        cryptofeed_side="taker",
+        # cryptofeed: timestamp_normalize(trade['ts']) (ms); line 23 ts 1618678027940 ->
+        # 1618678027.94.
+        ts_field="data[].ts (int ms)",
+        # cryptofeed uses tradeId (line 23: 100045088885); the 27-digit "id" arrives as a float.
+        id_field="tradeId (int -> str)",
+        to_raw_symbol=_htx_raw,
+        # Prices are JSON numbers such as 9.2E-7: cryptofeed prints "0.00000092", ours dec() gives
+        # the same shortest exact form. Capture folder "huobi" = exchange id "htx".
+        notes="73 rows from 44 messages (lines 23-350; 56 are FIL3S-USDT); the first message "
+        "per symbol replays the last trade before the subscription.",
+    ),
+    "gateio": TradeConvention(
+        raw_message='{"channel":"spot.trades","event":"update","result":{...}}',
+        # Gate v4 docs: spot.trades "side: buy or sell side"; only the taker side is published.
+        # cryptofeed gateio.py passes result['side'] through.
+        raw_side="side = taker side",
+        cryptofeed_side="taker",
+        # cryptofeed: float(create_time_ms) / 1000; line 103 "1619093543708.2642" ->
+        # 1619093543.708264 (µs; ours keeps the extra digit in ns).
+        ts_field="create_time_ms (string ms with a fraction)",
+        id_field="id (int -> str)",
+        to_raw_symbol=_gateio_raw,
+        notes="9 rows, one per message (lines 103-245; 7 sell, 2 buy).",
+    ),
+    "deribit": TradeConvention(
+        raw_message='{"method":"subscription","params":{"channel":"trades.<inst>.<interval>",'
+        '"data":[{...}, ...]}}',
+        # Deribit docs (public trade): "direction: Trade direction of the taker".
+        raw_side="direction = taker side",
+        cryptofeed_side="taker",
+        ts_field="data[].timestamp (int ms)",
+        id_field="trade_id (string)",
+        to_raw_symbol=_deribit_raw,
+        # The capture subscribed trades.<inst>.raw for 10 options but none traded in the 30 s:
+        # cryptofeed wrote no trades.ndjson (its replay_report lists only ticker and book).
+        notes="no rows: the capture holds no trade; tickers are cross-checked instead.",
+    ),
 }
+
+
+@dataclass(frozen=True)
+class TickerConvention:
+    """How cryptofeed (2.4.x) derived its ``ticker.ndjson`` rows (bid, ask, timestamp)."""
+
+    raw_message: str
+    our_channel: str
+    """Our record ``channel`` whose records correspond to cryptofeed's ticker rows."""
+    ts_field: str
+    to_raw_symbol: Callable[[str], str]
+    notes: str
+
+
+TICKER_CONVENTIONS: dict[str, TickerConvention] = {
+    "deribit": TickerConvention(
+        raw_message='{"method":"subscription","params":{"channel":"ticker.<inst>.<interval>"}}',
+        our_channel="ticker",
+        # cryptofeed deribit.py: best_bid_price / best_ask_price as sent (0.0 for an empty side
+        # in this 2021 capture), timestamp_normalize(timestamp) (ms).
+        ts_field="timestamp (int ms)",
+        to_raw_symbol=_deribit_raw,
+        notes="89 rows, one per ticker message.",
+    ),
+    "gateio": TickerConvention(
+        raw_message='{"channel":"spot.tickers","event":"update","time":...,"result":{...}}',
+        # cryptofeed gateio.py: highest_bid / lowest_ask, timestamp = the message's "time" (s).
+        our_channel="tickers",
+        ts_field="time (int s; time_ms when present)",
+        to_raw_symbol=_gateio_raw,
+        notes="22 rows, one per spot.tickers message.",
+    ),
+}
+
+
+def compare_tickers(
+    ours: list[dict[str, Any]], theirs: list[dict[str, Any]], exchange: str
+) -> list[str]:
+    """Mismatches between cryptofeed ticker rows and our ticker records of the same raw line:
+    bid and ask equal as Decimals, exchange time to the microsecond, the same instrument."""
+    conv = TICKER_CONVENTIONS[exchange]
+    by_line: dict[int, list[Record]] = defaultdict(list)
+    for rec in ours:
+        line = _line_of(rec)
+        if rec.get("channel") == conv.our_channel and line is not None:
+            by_line[line].append(rec)
+    problems = []
+    for row in theirs:
+        where = f"{exchange} raw_line {row['raw_line']} ({row['symbol']})"
+        raw = conv.to_raw_symbol(str(row["symbol"]))
+        mine = [r for r in by_line.get(int(row["raw_line"]), []) if r.get("symbol_raw") == raw]
+        if not mine:
+            problems.append(f"{where}: no ticker record of ours for {raw!r}")
+            continue
+        our = mine[0]
+        for key in ("bid", "ask"):
+            if _dec(our.get(key)) is None or _dec(our.get(key)) != _dec(row.get(key)):
+                problems.append(f"{where}: {key} ours={our.get(key)!r} cryptofeed={row.get(key)!r}")
+        ts = our.get("ts_exchange")
+        if row.get("timestamp") is not None and (
+            not isinstance(ts, int) or _us_from_ns(ts) != _us_from_seconds(float(row["timestamp"]))
+        ):
+            problems.append(
+                f"{where}: ts_exchange ours={ts!r} cryptofeed={row['timestamp']!r} "
+                f"({conv.ts_field})"
+            )
+    return problems
 
 
 # --------------------------------------------------------------------------------------------
@@ -186,8 +364,24 @@ CONVENTIONS: dict[str, TradeConvention] = {
 # --------------------------------------------------------------------------------------------
 
 
+def capture_name(exchange: str) -> str:
+    """The capture folder name of an exchange: its id, or a former name (``aliases``, e.g. the
+    capture ``huobi`` of exchange ``htx``) that has a capture."""
+    from runtime.registry import exchanges, load_spec
+
+    names = [exchange]
+    if exchange in exchanges():
+        names += list(load_spec(exchange).aliases)
+    for name in names:
+        if (CAPTURES / name / "raw.ndjson").is_file():
+            return name
+    return exchange
+
+
 def require_captures(exchange: str | None = None) -> Path:
-    """Return the captures folder (or one exchange's folder), skipping the test if absent."""
+    """Return the captures folder (or one exchange's folder), skipping the test if absent.
+
+    ``exchange`` is an exchange id; a capture recorded under a former name is found too."""
     if not CAPTURES.is_dir():
         pytest.skip(
             f"real captures not found at {CAPTURES} (shared/captures is expected beside the "
@@ -195,7 +389,7 @@ def require_captures(exchange: str | None = None) -> Path:
         )
     if exchange is None:
         return CAPTURES
-    folder = CAPTURES / exchange
+    folder = CAPTURES / capture_name(exchange)
     if not (folder / "raw.ndjson").is_file():
         pytest.skip(f"capture for {exchange!r} not found at {folder}")
     return folder

@@ -162,3 +162,42 @@ def test_book_rest_snapshot_and_sync_rules() -> None:
     assert (snap["type"], snap["seq"], snap["asks"]) == ("snapshot", 5, [["3", "4"], ["5", "6"]])
     sync = spec.channels["book"].sync
     assert (sync.snapshot, sync.sequence, sync.checksum) == ("rest", "straddle", "kraken_crc32")
+
+
+def test_on_connect_also_channels_symbol_patterns_and_path_placeholders() -> None:
+    mod = _module("connect_also")
+    spec = mod.SPEC
+    assert spec.aliases == ("connect_also_old",)
+    assert [build(4)["id" if n == 0 else "flags"] for n, build in enumerate(spec.on_connect)] == [
+        4,
+        131072,
+    ]
+    msg = {
+        "method": "subscription",
+        "params": {
+            "channel": "ticker.BTC-PERPETUAL.100ms",
+            "data": {
+                "instrument_name": "BTC-PERPETUAL",
+                "best_bid_price": 1.5,
+                "best_ask_price": 2,
+                "mark_price": 1.75,
+                "current_funding": 0.0001,
+            },
+        },
+    }
+    records = _parse(mod, msg)
+    assert [(r["channel"], r["symbol"]) for r in records] == [
+        ("ticker", "BTC-USD-PERP"),
+        ("mark_price", "BTC-USD-PERP"),
+        ("funding", "BTC-USD-PERP"),
+    ]
+    del msg["params"]["data"]["current_funding"]  # an option: no funding record
+    assert [r["channel"] for r in _parse(mod, msg)] == ["ticker", "mark_price"]
+    assert spec.channels["mark_price"].source == "ticker"
+    assert spec.channels["mark_price"].topic is spec.channels["ticker"].topic
+    assert spec.symbols.canonical("ETH-24SEP21-8000-P") == "ETH-USD-24SEP21-8000-P"
+    assert spec.symbols.raw("ETH-USD-24SEP21-8000-P") == "ETH-24SEP21-8000-P"
+    assert spec.symbols.canonical("ETH-24SEP21-8000-X") == "ETH-24SEP21-8000-X"  # [CP] only
+    book = spec.rest.endpoints["book"]
+    assert book.path == "/api/v2/order_book/{pair}"
+    assert book.params("BTC-USD", "BTC-USD") == {"pair": "btcusd"}

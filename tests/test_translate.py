@@ -281,6 +281,15 @@ BUILTIN_CASES: dict[str, list[tuple[str, str]]] = {
         ("join(x, y if x else ',')", "(y if x else ',').join(x)"),
     ],
     "split": [("split(x, ',')", "x.split(',')"), ("split(x + y, ',')", "(x + y).split(',')")],
+    "merge": [
+        ("merge(x, {a: 1})", "{**x, **{'a': 1}}"),
+        ("merge({op: 'sub'}, x[0])", "{**{'op': 'sub'}, **x[0]}"),
+        ("merge(x if y else {}, x)", "{**(x if y else {}), **x}"),
+    ],
+    "replace": [
+        ("replace(x, 'a', 'b')", "x.replace('a', 'b')"),
+        ("replace(x + y, ':', '')", "(x + y).replace(':', '')"),
+    ],
     "starts_with": [("starts_with(x, 'a')", "rt.starts_with(x, 'a')")],
     "ends_with": [("ends_with(x, 'a')", "rt.ends_with(x, 'a')")],
     "has": [("has($, 'k')", "rt.has(m, 'k')")],

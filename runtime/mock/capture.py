@@ -67,6 +67,9 @@ class Capture:
     """Raw symbols seen in data records -> their canonical symbol."""
     counts: Counter[str] = field(default_factory=Counter)
     """Captured frames by route kind (plus ``unroutable``, ``skipped_meta``, ``rest``)."""
+    acks: dict[bytes, str] = field(default_factory=dict)
+    """For specs whose ACKs bind values (``ack.bind_key``) per topic: ACK key -> the captured
+    ACK text, replayed by the mock so that the client binds what the captured data uses."""
 
     def pairs(self) -> set[Pair]:
         """Every (channel, symbol_raw) that has data frames."""
@@ -137,6 +140,7 @@ def _classify_frame(
     route = spec.routes[code]
     if route.kind == "ack":
         _bind(spec, msg, ctx)
+        _keep_ack(spec, msg, cap)
     if route.kind in ("heartbeat", "info"):
         return "meta", frozenset(), route.kind
     if route.kind != "data" or route.parse is None:
@@ -160,6 +164,14 @@ def _bind(spec: ExchangeSpec, msg: Any, ctx: Context) -> None:
         return
     with contextlib.suppress(*PARSE_ERRORS):
         ctx.bound[ack.bind_key(msg)] = ack.bind_value(msg)
+
+
+def _keep_ack(spec: ExchangeSpec, msg: Any, cap: Capture) -> None:
+    ack = spec.ack
+    if ack is None or ack.bind_key is None or ack.key is None or ack.per != "topic":
+        return
+    with contextlib.suppress(*PARSE_ERRORS, orjson.JSONEncodeError):
+        cap.acks.setdefault(norm(ack.key(msg)), orjson.dumps(msg).decode())
 
 
 def _ts(entry: dict[str, Any]) -> float:

@@ -14,7 +14,9 @@ Behaviour (per connection):
   capture (canonical-JSON equality; keyed channels also need ``key == channel.key()``). Unknown
   topics are ACKed too but stream nothing. Replies: ``ack(msg, topic)`` per topic or
   ``ack(msg, None)`` per message (``reject`` with ``reject_subscribe``; rejected topics are not
-  subscribed). A malformed subscribe (``topics``/``key`` rules fail) is rejected.
+  subscribed). When ACKs bind values per topic (``ack.bind_key``), a topic the capture has is
+  answered with its captured ACK instead, so the client binds the ids the captured data uses.
+  A malformed subscribe (``topics``/``key`` rules fail) is rejected.
 - After the first accepted subscribe the capture's frames stream in capture order: data frames
   whose (channel, symbol_raw) — any of them, for frames with several records — is subscribed
   (re-evaluated per frame, so later subscribes join the running stream), unroutable frames
@@ -60,7 +62,7 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
 from runtime.frames import Compression, FrameError, decode
-from runtime.mock.capture import Capture, Frame, Pair, TopicIndex, load_capture
+from runtime.mock.capture import Capture, Frame, Pair, TopicIndex, load_capture, norm
 from runtime.mock.rest import HttpServer, Reply, RestIndex
 from runtime.replay import PARSE_ERRORS
 from runtime.spec import ExchangeSpec, MockSpec
@@ -351,13 +353,34 @@ class MockExchange:
             return
         for topic in topics:
             conn.subscribed |= self.topics.lookup(topic, key, mock.key is not None)
-        for reply in _replies(mock.ack, msg, targets):
-            await self._send(conn, reply)
-            self.stats.acks_sent += 1
+        for target in targets:
+            captured = self._captured_ack(target, key, mock.key is not None)
+            for reply in [captured] if captured else _replies(mock.ack, msg, [target]):
+                await self._send(conn, reply)
+                self.stats.acks_sent += 1
         conn.active = True
         conn.changed.set()
         if conn.streamer is None:
             conn.streamer = self._spawn(conn, self._stream(conn))
+
+    def _captured_ack(self, topic: Any, key: Any, has_key: bool) -> str | None:
+        """The captured ACK for a topic, when ACKs bind values (a ``chanId``): replaying it
+        makes the client bind what the captured data frames use."""
+        if topic is None or not self.capture.acks:
+            return None
+        for channel, raw in sorted(self.topics.lookup(topic, key, has_key)):
+            ch = self.spec.channels[channel]
+            if ch.ack_key is None:
+                continue
+            try:
+                symbol = self.capture.symbols.get(raw) or raw
+                wanted = norm(ch.ack_key(raw, symbol, ch.key() if ch.key is not None else None))
+            except (*PARSE_ERRORS, orjson.JSONEncodeError):
+                continue
+            text = self.capture.acks.get(wanted)
+            if text is not None:
+                return text
+        return None
 
     def _subscribe_url(self, conn: _Conn, path: str) -> None:
         """URL-mode subscriptions: string topics found in the request path/query; when none is
