@@ -28,7 +28,14 @@ def _environment() -> jinja2.Environment:
         autoescape=False,
     )
     env.filters["pyrepr"] = repr
+    env.filters["docstring"] = _docstring_text
+    env.filters["oneline"] = lambda text: " ".join(str(text).split())
     return env
+
+
+def _docstring_text(text: str) -> str:
+    """Text safe inside a triple-quoted docstring."""
+    return " ".join(text.replace("\\", "\\\\").replace('"', '\\"').split())
 
 
 def format_python(source: str) -> str:

@@ -241,7 +241,7 @@ class Lowerer:
         )
         return ModuleIR(
             exchange_id=d.exchange.id,
-            exchange_name=d.exchange.name.replace("\\", "\\\\").replace('"', '\\"'),
+            exchange_name=d.exchange.name,
             descriptor=self.descriptor_path,
             symbol_rules=symbol_rules,
             constants=list(self.constants.items()),

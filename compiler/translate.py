@@ -234,16 +234,8 @@ class Translator:
                 return "-" + self._wrap(operand, _UNARY), _UNARY
             case Unary(op="not", operand=operand):
                 return "not " + self._wrap(operand, _NOT), _NOT
-            case BinOp(op="??", left=left, right=right):
-                # The left side is navigated safely and, being pure, may be evaluated twice;
-                # the right side is evaluated only when the left is null.
-                saved = self.scope.safe
-                self.scope.safe = True
-                value = self._wrap(left, _OR)
-                test = self._wrap(left, _CMP + 1)
-                self.scope.safe = saved
-                rcode = self._wrap(right, _TERNARY)
-                return f"{value} if {test} is not None else {rcode}", _TERNARY
+            case BinOp(op="??"):
+                return self._coalesce(node), _TERNARY
             case BinOp(op="==" | "!=" as op, left=left, right=Literal(value=None)):
                 word = "is" if op == "==" else "is not"
                 return f"{self._wrap(left, _CMP + 1)} {word} None", _CMP
@@ -260,6 +252,31 @@ class Translator:
                 )
                 return code, _TERNARY
         raise AssertionError(f"unhandled node {node!r}")
+
+    def _coalesce(self, node: BinOp) -> str:
+        """``a ?? b ?? c``: the first operand that is not null, evaluated left to right.
+
+        Every operand but the last is navigated safely and, being pure, appears twice (test and
+        value); later operands are evaluated only when the earlier ones are null. The chain is
+        flattened so the code grows linearly with its length.
+        """
+        operands: list[Node] = []
+        current: Node = node
+        while isinstance(current, BinOp) and current.op == "??":
+            operands.insert(0, current.right)
+            current = current.left
+        operands.insert(0, current)
+        code = self._wrap(operands[-1], _TERNARY)
+        saved = self.scope.safe
+        self.scope.safe = True
+        try:
+            for operand in reversed(operands[:-1]):
+                value = self._wrap(operand, _OR)
+                test = self._wrap(operand, _CMP + 1)
+                code = f"{value} if {test} is not None else {code}"
+        finally:
+            self.scope.safe = saved
+        return code
 
     def _name(self, node: Node, ident: str) -> str:
         var = self._lookup_var(ident)

@@ -124,9 +124,8 @@ def code_of(text: str, scope: Scope | None = None) -> str:
         ),
         (
             "a ?? b ?? c",
-            "(rt.get(m, 'a') if rt.get(m, 'a') is not None else rt.get(m, 'b')) "
-            "if (rt.get(m, 'a') if rt.get(m, 'a') is not None else rt.get(m, 'b')) is not None "
-            "else m['c']",
+            "rt.get(m, 'a') if rt.get(m, 'a') is not None "
+            "else rt.get(m, 'b') if rt.get(m, 'b') is not None else m['c']",
         ),
         ("(a ?? 0) + 1", "(rt.get(m, 'a') if rt.get(m, 'a') is not None else 0) + 1"),
         ("[x * 2 for x in xs]", "[x * 2 for x in m['xs']]"),
