@@ -5,10 +5,11 @@ Run: .venv/bin/python benchmarks/bench_books.py [--repeat N]
 Per exchange with a capture and a synced book channel, the capture's book records (REST
 snapshots included) are parsed once and kept in memory, then fed through a fresh
 ``BookSyncs`` per pass (sequence rule, apply, truncation, checksum): "sync" is updates/s with
-the checksum, "no checksum" the same without it. "replay" is the whole capture (every frame,
-all channels) from text through parse and book sync, in messages/s: the figure to set beside
-the peer's (cryptofeed replaying the same captures through its handlers, from
-shared/notes/performance.md; it gives only the range and two venues). Best of N passes.
+the checksum ("levels/s": the price levels those updates carry), "no checksum" the same
+without it. "replay" is the whole capture (every frame, all channels) from text through parse
+and book sync, in messages/s: the figure to set beside the peer's (cryptofeed replaying the
+same captures through its handlers, from shared/notes/performance.md; it gives only the range
+and two venues). Best of N passes.
 """
 
 from __future__ import annotations
@@ -100,7 +101,8 @@ def main() -> None:
         raise SystemExit(f"captures not found at {CAPTURES}")
     print(
         f"{'exchange':<10} {'book msgs':>9} {'levels':>8} {'checksum':>12} "
-        f"{'sync upd/s':>11} {'no checksum':>12} {'replay msg/s':>13} {'peer msg/s':>11}"
+        f"{'sync upd/s':>11} {'levels/s':>10} {'no checksum':>12} {'replay msg/s':>13} "
+        f"{'peer msg/s':>11}"
     )
     for exchange in sorted(exchanges()):
         spec = load_spec(exchange)
@@ -119,7 +121,8 @@ def main() -> None:
         peer = PEER.get(exchange, f"({PEER_ALL})")
         print(
             f"{exchange:<10} {len(records):>9} {levels:>8} {'/'.join(sorted(rules)):>12} "
-            f"{sync:>11,.0f} {plain:>12,.0f} {replay:>13,.0f} {peer:>11}"
+            f"{sync:>11,.0f} {sync * levels / len(records):>10,.0f} {plain:>12,.0f} "
+            f"{replay:>13,.0f} {peer:>11}"
         )
     print(f"\npeer: cryptofeed 2.4 replaying the captures, {PEER_ALL} msg/s over all of them")
 

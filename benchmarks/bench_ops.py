@@ -11,6 +11,8 @@ session's hot path dominates) runs in four modes, interleaved over R rounds:
 - ``ops+scrape 1Hz`` and ``ops+scrape 10Hz``: a separate process GETs /metrics and /healthz
   every second / every 100 ms (Prometheus scrapes every 15 s or so, a Kubernetes probe every
   10 s: these are 15 and 150 times that);
+- ``ops+scrape 10Hz loop``: the same with the HTTP server on the collector's event loop
+  instead of its own thread (``OpsSettings.http_thread = False``);
 - with ``--stress``, ``ops+scrape max``: the scraper asks again as soon as an answer arrives.
 
 Per mode: median and best records/s (wall clock, first to last record), the collector
@@ -43,7 +45,7 @@ from runtime.session import Backoff
 from runtime.spec import Context
 from runtime.transport import make_transport
 
-MODES = ("baseline", "ops", "ops+scrape 1Hz", "ops+scrape 10Hz")
+MODES = ("baseline", "ops", "ops+scrape 1Hz", "ops+scrape 10Hz", "ops+scrape 10Hz loop")
 STRESS = "ops+scrape max"
 
 
@@ -113,11 +115,12 @@ async def _collect(port: int, transport: str, messages: int, mode: str) -> Resul
     stop = multiprocessing.Event()
     out: Queue[list[float]] = multiprocessing.Queue()
     if mode != "baseline":
-        ops = Ops(collector, OpsSettings(http_enabled=True, http_port=0), probe_clocks=False)
+        settings = OpsSettings(http_enabled=True, http_port=0, http_thread="loop" not in mode)
+        ops = Ops(collector, settings, probe_clocks=False)
         await ops.start()
         if "scrape" in mode:
             assert ops.server is not None
-            interval = {"ops+scrape 1Hz": 1.0, "ops+scrape 10Hz": 0.1}.get(mode, 0.0)
+            interval = 1.0 if "1Hz" in mode else 0.1 if "10Hz" in mode else 0.0
             scraper = multiprocessing.Process(
                 target=_scraper, args=(ops.server.port, interval, stop, out), daemon=True
             )
@@ -228,7 +231,7 @@ def main() -> None:
     base_cpu = statistics.median(r.cpu_per_record for r in results["baseline"])
     print(f"{args.transport}, {args.messages:,} trade messages per run, {args.rounds} rounds")
     print(
-        f"{'mode':<16} {'median rec/s':>12} {'vs base':>8} {'best rec/s':>11} "
+        f"{'mode':<21} {'median rec/s':>12} {'vs base':>8} {'best rec/s':>11} "
         f"{'CPU/record':>10} {'vs base':>8}  scrapes/run  latency med/max"
     )
     for mode in modes:
@@ -238,7 +241,7 @@ def main() -> None:
         latencies = [x for r in results[mode] for x in r.latencies]
         scrapes = statistics.median(len(r.latencies) for r in results[mode])
         print(
-            f"{mode:<16} {med:>12,.0f} {(med / base - 1) * 100:>+7.1f}% {max(rates):>11,.0f} "
+            f"{mode:<21} {med:>12,.0f} {(med / base - 1) * 100:>+7.1f}% {max(rates):>11,.0f} "
             f"{cpu * 1e6:>8.2f}µs {(cpu / base_cpu - 1) * 100:>+7.1f}%  {scrapes:>11.0f}  "
             f"{_ms(latencies)}"
         )

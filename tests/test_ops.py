@@ -302,13 +302,16 @@ def test_stopped_database_makes_healthz_503_and_back(monkeypatch: pytest.MonkeyP
 # -- the HTTP server on its own ------------------------------------------------------------------
 
 
-def test_http_server_paths_methods_keepalive_and_openmetrics() -> None:
+@pytest.mark.parametrize("threaded", [True, False])
+def test_http_server_paths_methods_keepalive_and_openmetrics(threaded: bool) -> None:
     from prometheus_client import CollectorRegistry
 
     from runtime.ops.http import OpsHttpServer
 
     async def main() -> None:
-        server = OpsHttpServer(CollectorRegistry(), lambda sink: (not sink, {"sink": sink}))
+        server = OpsHttpServer(
+            CollectorRegistry(), lambda sink: (not sink, {"sink": sink}), threaded=threaded
+        )
         await server.start()
         try:
             async with httpx.AsyncClient(base_url=server.url) as client:

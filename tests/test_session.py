@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
+from runtime.booksync import BookOptions
 from runtime.captures import find_capture
 from runtime.collector import Collector, Instance
 from runtime.envelope import Envelope
@@ -33,13 +34,12 @@ EXCHANGES = ["binance", "coinbase", "kraken", "okx"]
 
 
 def _ws_records(spec: ExchangeSpec, capture: Path) -> list[dict[str, Any]]:
-    """What `mdgen replay` gives for the capture's WebSocket frames."""
-    replayer = Replayer(spec)
+    """What `mdgen replay` gives for the capture: books kept in sync, REST snapshots taken from
+    the capture (the mock serves the same replies to the live session)."""
+    replayer = Replayer(spec, books=BookOptions())
     out = []
     for n, line in enumerate(capture.open("rb"), 1):
-        entry = orjson.loads(line)
-        if entry["kind"] == "ws":
-            out.extend(replayer.capture_line(n, entry))
+        out.extend(replayer.capture_line(n, orjson.loads(line)))
     return out
 
 

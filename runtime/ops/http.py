@@ -1,10 +1,11 @@
-"""The /healthz and /metrics server: HTTP/1.1 with h11 on an event loop of its own thread.
+"""The /healthz and /metrics server: HTTP/1.1 with h11, by default on an event loop of its own
+thread.
 
 The collector's event loop can be busy for seconds at full load (a session reads buffered
-frames without yielding); answering from a thread keeps probes answered within a few
-milliseconds whatever the load. Answers only read the runtime's objects (plain counters,
-containers copied first), and the thread costs nothing while nobody asks. GET and HEAD only;
-keep-alive; other paths 404.
+frames without yielding); answering from a thread keeps answers within tens of milliseconds
+whatever the load (the GIL changes hands at least every 5 ms). Answers only read the runtime's
+objects (plain counters, containers copied first), and the thread costs nothing while nobody
+asks. GET and HEAD only; keep-alive; other paths 404.
 """
 
 from __future__ import annotations
@@ -44,7 +45,12 @@ _INDEX = (
 
 class OpsHttpServer:
     """Serves ``/healthz`` and ``/livez`` from ``health(include_sink)`` (-> (healthy, document))
-    and ``/metrics`` from a prometheus_client registry."""
+    and ``/metrics`` from a prometheus_client registry.
+
+    ``threaded`` (default): on an event loop in a thread of its own, answering promptly however
+    busy the collector's loop is; otherwise on the caller's loop (cheaper when scraped very
+    often under full load, but answers wait for the loop; see docs/operations.md).
+    """
 
     def __init__(
         self,
@@ -52,11 +58,14 @@ class OpsHttpServer:
         health: Callable[[bool], tuple[bool, dict[str, Any]]],
         host: str = "127.0.0.1",
         port: int = 0,
+        *,
+        threaded: bool = True,
     ) -> None:
         self.registry = registry
         self.health = health
         self.host = host
         self.port = port
+        self.threaded = threaded
         self.scrapes = 0
         self._server: asyncio.Server | None = None
         self._clients: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
@@ -70,23 +79,29 @@ class OpsHttpServer:
         return f"http://{host}:{self.port}"
 
     async def start(self) -> None:
-        """Listen from the server thread; ``port`` 0 picks a free port (``self.port`` then tells
-        which). Raises OSError when the address cannot be bound."""
-        ready: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self._thread = threading.Thread(
-            target=self._run, args=(ready,), name="mdgen-ops-http", daemon=True
-        )
-        self._thread.start()
-        try:
-            await asyncio.wrap_future(ready)
-        except BaseException:
-            await asyncio.to_thread(self._thread.join, 5.0)
-            self._thread = None
-            raise
+        """Listen; ``port`` 0 picks a free port (``self.port`` then tells which). Raises OSError
+        when the address cannot be bound."""
+        if not self.threaded:
+            await self._listen()
+        else:
+            ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+            self._thread = threading.Thread(
+                target=self._run, args=(ready,), name="mdgen-ops-http", daemon=True
+            )
+            self._thread.start()
+            try:
+                await asyncio.wrap_future(ready)
+            except BaseException:
+                await asyncio.to_thread(self._thread.join, 5.0)
+                self._thread = None
+                raise
         log.info("serving /healthz and /metrics at %s", self.url, extra={"event": "http_listen"})
 
     async def stop(self) -> None:
         """Stop listening, close every connection (idle keep-alive ones too), end the thread."""
+        if not self.threaded:
+            await self._shutdown()
+            return
         thread, self._thread = self._thread, None
         if thread is None:
             return
@@ -107,13 +122,19 @@ class OpsHttpServer:
     async def _serve_forever(self, ready: concurrent.futures.Future[None]) -> None:
         self._stopping = asyncio.Event()
         try:
-            self._server = await asyncio.start_server(self._client, self.host, self.port)
+            await self._listen()
         except OSError as exc:
             ready.set_exception(exc)
             return
-        self.port = self._server.sockets[0].getsockname()[1]
         ready.set_result(None)
         await self._stopping.wait()
+        await self._shutdown()
+
+    async def _listen(self) -> None:
+        self._server = await asyncio.start_server(self._client, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _shutdown(self) -> None:
         server, self._server = self._server, None
         if server is not None:
             server.close()

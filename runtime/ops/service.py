@@ -36,6 +36,8 @@ class OpsSettings:
     http_enabled: bool = False
     http_host: str = "127.0.0.1"
     http_port: int = 9108
+    http_thread: bool = True
+    """Serve from a thread of its own (prompt answers at full load) or on the collector's loop."""
     live: bool = False
     """Show the live terminal view (the command line decides: a terminal and no --quiet)."""
     stale_after: float = 60.0
@@ -88,7 +90,11 @@ class Ops:
         self.server: OpsHttpServer | None = None
         if settings.http_enabled:
             self.server = OpsHttpServer(
-                self.registry, self.monitor.report, settings.http_host, settings.http_port
+                self.registry,
+                self.monitor.report,
+                settings.http_host,
+                settings.http_port,
+                threaded=settings.http_thread,
             )
         self.live: LiveView | None = None
         self._tasks: list[asyncio.Task[Any]] = []

@@ -35,6 +35,8 @@ log = logging.getLogger("mdgen.ops.clock")
 
 KEEP = 8
 """Probes the estimate is chosen from."""
+SKEW_WARNING = 1.0
+"""Seconds of skew (beyond the uncertainty) that are logged as a warning."""
 
 _TIME_KEY = re.compile(
     r"(?i)^(server_?time|servertime|server_?ts|time|timestamp|ts|epoch|iso|unixtime|now"
@@ -191,8 +193,27 @@ class ClockProbe:
             uncertainty=rtt / 2 + server.resolution / 2,
             taken=time.monotonic(),
         )
+        first = not self.samples
         self.samples.append(sample)
         self.last_error = None
+        best = self.estimate
+        assert best is not None
+        if abs(best.skew) - best.uncertainty > SKEW_WARNING:
+            log.warning(
+                "%s: the exchange's clock is %+.3fs (±%.3fs) from ours",
+                self.exchange,
+                best.skew,
+                best.uncertainty,
+                extra={"event": "clock_skew", "skew": best.skew, "uncertainty": best.uncertainty},
+            )
+        elif first:
+            log.info(
+                "%s: clock skew %+.3fs (±%.3fs)",
+                self.exchange,
+                best.skew,
+                best.uncertainty,
+                extra={"event": "clock_skew", "skew": best.skew, "uncertainty": best.uncertainty},
+            )
         return sample
 
     def _failed(self, error: str) -> None:
