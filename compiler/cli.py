@@ -86,23 +86,28 @@ def compile_cmd(
     """Compile every descriptor into generated/ (only changed files are written)."""
     result = _compile(directory)
     target = out or directory.parent / "generated"
-    changed: list[tuple[str, str | None, str]] = []  # name, old (None: missing), new
-    for name, text in sorted(result.files.items()):
-        path = target / name
+    outputs = {target / name: text for name, text in result.files.items()}
+    docs = directory.parent / "docs"
+    if docs.is_dir():  # the venue table in docs/ is generated too, so it cannot drift
+        from compiler.exchanges_doc import load_descriptors, render_exchanges_table
+
+        outputs[docs / "exchanges.md"] = render_exchanges_table(load_descriptors(directory))
+    changed: list[tuple[Path, str | None, str]] = []  # path, old (None: missing), new
+    for path, text in sorted(outputs.items()):
         old = path.read_text(encoding="utf-8") if path.is_file() else None
         if old != text:
-            changed.append((name, old, text))
+            changed.append((path, old, text))
     stale = _stale(target, result.files)
     if check:
-        for name, old, new in changed:
+        for path, old, new in changed:
             state = "missing" if old is None else "changed"
-            _err(f"{state}: {target / name}")
+            _err(f"{state}: {path}")
             sys.stdout.writelines(
                 difflib.unified_diff(
                     (old or "").splitlines(keepends=True),
                     new.splitlines(keepends=True),
-                    fromfile=f"a/{target / name}",
-                    tofile=f"b/{target / name}",
+                    fromfile=f"a/{path}",
+                    tofile=f"b/{path}",
                 )
             )
         for path in stale:
@@ -110,17 +115,17 @@ def compile_cmd(
         if changed or stale:
             _err("generated code is out of date: run `mdgen compile`")
             raise typer.Exit(1)
-        _err(f"{len(result.files)} generated files are up to date.")
+        _err(f"{len(outputs)} generated files are up to date.")
         return
-    for name, _, new in changed:
-        _write_atomic(target / name, new)
-        _err(f"wrote {target / name}")
+    for path, _, new in changed:
+        _write_atomic(path, new)
+        _err(f"wrote {path}")
     for path in stale:
         path.unlink()
         _err(f"removed {path}")
     _err(
         f"{len(changed)} written, {len(stale)} removed, "
-        f"{len(result.files) - len(changed)} unchanged."
+        f"{len(outputs) - len(changed)} unchanged."
     )
 
 
