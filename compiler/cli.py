@@ -7,7 +7,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -262,9 +262,15 @@ def run(
     from runtime.run import PlannedInstance, RunSettings, execute
     from runtime.session import Backoff
 
+    if transport is not None and transport not in ("websockets", "picows"):
+        _err(f"error: --transport must be websockets or picows, not {transport!r}")
+        raise typer.Exit(2)
     plans = []
-    try:
-        for exchange in exchanges:
+    problems: list[str] = []  # every exchange is checked before giving up
+    warnings: list[Any] = []
+    cfg = None
+    for exchange in exchanges:
+        try:
             one = RunOverrides([exchange], _split(symbols), _split(channels), shard, duration)
             if mock and one.symbols is None:
                 cfg, _ = load_config(config)
@@ -275,9 +281,13 @@ def run(
             for warning in warnings:
                 _err(warning.render())
             plans.extend(plan_instances(cfg, one))
-    except ConfigError as exc:
-        _err(exc.render())
-        raise typer.Exit(2) from None
+        except ConfigError as exc:
+            rendered = exc.render()
+            if rendered not in problems:
+                problems.append(rendered)
+    if problems or cfg is None:
+        _err("\n".join(problems))
+        raise typer.Exit(2)
     secrets = [cfg.sink.uri.get_secret_value()] if cfg.sink and cfg.sink.uri else []
     if cfg.sink and cfg.sink.uri_env:
         secrets.append(os.environ.get(cfg.sink.uri_env, ""))
