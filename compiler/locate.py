@@ -31,7 +31,7 @@ __all__ = [
 
 
 class LocatedProblem(Protocol):
-    """Anything located by TOML path: :class:`Problem`, ``compiler.lower.PathProblem``."""
+    """Anything located by TOML path (e.g. :class:`Problem`)."""
 
     @property
     def path(self) -> TomlPath: ...

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from compiler.dsl import DslSyntaxError, Node, Spread, parse
 from compiler.kinds import declared_fields, required_fields
+from compiler.locate import Problem
 from compiler.schema import Channel, Descriptor, Parse
 from compiler.translate import (
     RESERVED,
@@ -20,19 +21,6 @@ from compiler.translate import (
 from runtime.patterns import placeholders
 
 TomlPath = tuple[str | int, ...]
-
-
-@dataclass(frozen=True)
-class PathProblem:
-    """A problem located by TOML path, optionally at offsets inside the string there."""
-
-    path: TomlPath
-    code: str
-    message: str
-    start: int | None = None
-    end: int | None = None
-    severity: str = "error"
-    at_key: bool = False
 
 
 @dataclass
@@ -106,7 +94,7 @@ class Lowerer:
         self.desc = desc
         self.descriptor_path = descriptor_path
         self.source_dir = source_dir
-        self.problems: list[PathProblem] = []
+        self.problems: list[Problem] = []
         self.constants = Constants()
         self.functions: list[Function] = []
 
@@ -116,7 +104,7 @@ class Lowerer:
             return parse(source)
         except DslSyntaxError as exc:
             end = min(exc.offset + 1, len(source))
-            self.problems.append(PathProblem(path, "E200", exc.message, exc.offset, end))
+            self.problems.append(Problem(path, "E200", exc.message, exc.offset, end))
             return None
 
     def translate(self, path: TomlPath, node: Node | None, scope: Scope) -> str:
@@ -125,14 +113,14 @@ class Lowerer:
         translator = Translator(scope, self.constants)
         code = translator.translate(node)
         for p in translator.problems:
-            self.problems.append(PathProblem(path, p.code, p.message, p.start, p.end))
+            self.problems.append(Problem(path, p.code, p.message, p.start, p.end))
         return code
 
     def expr(self, path: TomlPath, source: str, scope: Scope) -> str:
         return self.translate(path, self.parse_expr(path, source), scope)
 
     def error(self, path: TomlPath, code: str, message: str, *, at_key: bool = False) -> None:
-        self.problems.append(PathProblem(path, code, message, at_key=at_key))
+        self.problems.append(Problem(path, code, message, at_key=at_key))
 
     # -- scopes --------------------------------------------------------------------------
     @staticmethod
@@ -297,7 +285,7 @@ class Lowerer:
         map_file = d.symbols.symbol_map_file
         if map_file is not None and not (self.source_dir / map_file).is_file():
             self.problems.append(
-                PathProblem(
+                Problem(
                     ("symbols", "symbol_map_file"),
                     "W001",
                     f"symbol_map_file '{d.symbols.symbol_map_file}' does not exist "
@@ -967,11 +955,11 @@ class Lowerer:
 
 def lower(
     desc: Descriptor, descriptor_path: str, source_dir: Path
-) -> tuple[ModuleIR, list[PathProblem]]:
+) -> tuple[ModuleIR, list[Problem]]:
     """Lower ``desc``; the IR is only meaningful when no error-severity problem is returned."""
     lowerer = Lowerer(desc, descriptor_path, source_dir)
     ir = lowerer.lower()
     return ir, lowerer.problems
 
 
-__all__ = ["Function", "ModuleIR", "PathProblem", "lower"]
+__all__ = ["Function", "ModuleIR", "lower"]

@@ -21,7 +21,7 @@ from compiler.locate import (
     schema_problems,
     toml_error,
 )
-from compiler.lower import PathProblem, lower
+from compiler.lower import lower
 from compiler.schema import SCHEMA_VERSION, Descriptor
 
 TomlPath = tuple[str | int, ...]
@@ -72,7 +72,7 @@ def compile_descriptor(
     expected_id = Path(display).stem
     if desc.exchange.id != expected_id:
         problems.append(
-            PathProblem(
+            Problem(
                 ("exchange", "id"),
                 "E309",
                 f"exchange id '{desc.exchange.id}' must match the file name '{expected_id}'",
@@ -84,7 +84,7 @@ def compile_descriptor(
     try:
         module = render_module(ir)
     except InvalidInput as exc:
-        internal = PathProblem(
+        internal = Problem(
             ("exchange", "id"), "E900", f"internal compiler error: {str(exc).splitlines()[0]}"
         )
         return desc.exchange.id, None, [*diagnostics, locator.diagnostic(internal)]
