@@ -32,7 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import runtime.run
 from runtime.collector import Collector
 from runtime.envelope import Envelope, gap, wrap
-from runtime.mock import MockOptions
+from runtime.mock import MockOptions, load_capture
 from runtime.ops import Ops, OpsSettings, configure_logging, parse_server_time, redact
 from runtime.ops.logs import JsonFormatter, Redactor, RepeatFilter, TextFormatter
 from runtime.ops.observe import BatchObserver, ObservedSink, sink_health
@@ -148,7 +148,8 @@ async def running(
 
     monkeypatch.setattr(runtime.run, "Ops", Recording)
     spec = load_spec(exchange)
-    plans = [PlannedInstance(exchange, spec, [], list(spec.channels))]
+    symbols = sorted(set(load_capture(spec, captures / exchange / "raw.ndjson").symbols.values()))
+    plans = [PlannedInstance(exchange, spec, symbols, list(spec.channels))]
     settings = RunSettings(
         batch_size=30,  # at most SAMPLE_PER_BATCH: the per-channel figures are exact
         flush_interval=0.05,

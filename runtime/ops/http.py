@@ -19,10 +19,11 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-import h11
 import orjson
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
+
+from runtime.httpserver import H11Server, Response
 
 __all__ = ["MAX_REQUEST_BYTES", "OpsHttpServer", "Response"]
 
@@ -32,8 +33,6 @@ MAX_REQUEST_BYTES = 16 * 1024
 IDLE_TIMEOUT = 60.0
 """Seconds an idle keep-alive connection is kept open."""
 
-Response = tuple[int, str, bytes]
-"""(status, content type, body)"""
 
 _JSON = "application/json"
 _TEXT = "text/plain; charset=utf-8"
@@ -67,8 +66,7 @@ class OpsHttpServer:
         self.port = port
         self.threaded = threaded
         self.scrapes = 0
-        self._server: asyncio.Server | None = None
-        self._clients: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
+        self._http: H11Server | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
@@ -131,23 +129,20 @@ class OpsHttpServer:
         await self._shutdown()
 
     async def _listen(self) -> None:
-        self._server = await asyncio.start_server(self._client, self.host, self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
+        self._http = H11Server(
+            self.respond,
+            max_request_bytes=MAX_REQUEST_BYTES,
+            idle_timeout=IDLE_TIMEOUT,
+            grace=2.0,
+            extra_headers=[(b"cache-control", b"no-store")],
+        )
+        await self._http.start(self.host, self.port)
+        self.port = self._http.port
 
     async def _shutdown(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
-        for writer in self._clients.values():
-            writer.close()  # the handler sees the end of the stream and returns
-        tasks = set(self._clients)
-        if tasks:
-            _, late = await asyncio.wait(tasks, timeout=2.0)
-            for task in late:
-                task.cancel()
-            await asyncio.gather(*late, return_exceptions=True)
-        if server is not None:
-            await server.wait_closed()
+        http, self._http = self._http, None
+        if http is not None:
+            await http.stop()
 
     def respond(self, method: str, target: str, accept: str = "") -> Response:
         """The answer to one request (also used directly by tests and benchmarks)."""
@@ -167,70 +162,3 @@ class OpsHttpServer:
         if path == "/":
             return 200, _TEXT, _INDEX
         return 404, _JSON, orjson.dumps({"error": "not found", "path": path})
-
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._clients[task] = writer
-        try:
-            await self._serve(reader, writer)
-        except (h11.ProtocolError, ConnectionError, asyncio.IncompleteReadError, TimeoutError):
-            log.debug("http client dropped", exc_info=True)
-        finally:
-            self._clients.pop(task, None)
-            writer.close()
-            with contextlib.suppress(ConnectionError, asyncio.CancelledError):
-                await writer.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_BYTES)
-
-        async def next_event() -> object:
-            while True:
-                event = conn.next_event()
-                if event is not h11.NEED_DATA:
-                    return event
-                async with asyncio.timeout(IDLE_TIMEOUT):
-                    conn.receive_data(await reader.read(65536))
-
-        while True:
-            try:
-                request = await next_event()
-            except h11.RemoteProtocolError as exc:
-                if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                    body = b'{"error": "bad request"}'
-                    await self._send(writer, conn, "GET", (exc.error_status_hint, _JSON, body))
-                return
-            if not isinstance(request, h11.Request):
-                return  # ConnectionClosed or PAUSED
-            while not isinstance(await next_event(), h11.EndOfMessage):
-                pass  # discard a request body
-            method = request.method.decode("ascii", "replace")
-            accept = next((v for k, v in request.headers if k == b"accept"), b"")
-            try:
-                response = self.respond(
-                    method, request.target.decode("ascii", "replace"), accept.decode("latin-1")
-                )
-            except Exception as exc:  # a bug must not take the server down: 500 and a log line
-                log.exception("http: %s %r failed", method, request.target)
-                response = 500, _JSON, orjson.dumps({"error": repr(exc)})
-            await self._send(writer, conn, method, response)
-            if conn.our_state is h11.MUST_CLOSE or conn.their_state is not h11.DONE:
-                return
-            conn.start_next_cycle()
-
-    @staticmethod
-    async def _send(
-        writer: asyncio.StreamWriter, conn: h11.Connection, method: str, response: Response
-    ) -> None:
-        status, content_type, body = response
-        headers = [
-            (b"content-type", content_type.encode()),
-            (b"content-length", str(len(body)).encode()),
-            (b"cache-control", b"no-store"),
-        ]
-        writer.write(conn.send(h11.Response(status_code=status, headers=headers)) or b"")
-        if method != "HEAD":
-            writer.write(conn.send(h11.Data(data=body)) or b"")
-        writer.write(conn.send(h11.EndOfMessage()) or b"")
-        await writer.drain()
