@@ -32,7 +32,17 @@ KIND_FIELDS: dict[str, KindFields] = {
     "open_interest": KindFields(("open_interest",), ()),
     "mark_price": KindFields(("mark",), ("index",)),
     "liquidations": KindFields(("price", "size", "side"), ("order_id",)),
+    # private (account) channels
+    "orders": KindFields(
+        ("order_id", "side", "status"), ("client_order_id", "price", "size", "filled_size")
+    ),
+    "fills": KindFields(("trade_id", "order_id", "side", "price", "size"), ("fee", "fee_currency")),
+    "balances": KindFields(("currency", "total"), ("available",)),
 }
+
+CURRENCY_KINDS = frozenset({"balances"})
+"""Kinds keyed by a currency, not a market: ``symbol`` is the currency code as the exchange
+sends it (no symbol mapping)."""
 
 
 def declared_fields(kind: str) -> tuple[str, ...]:

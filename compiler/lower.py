@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from compiler.dsl import DslSyntaxError, Node, Spread, parse
-from compiler.kinds import declared_fields, required_fields
+from compiler.kinds import CURRENCY_KINDS, declared_fields, required_fields
 from compiler.locate import Problem
 from compiler.schema import Channel, Descriptor, Parse
 from compiler.translate import (
@@ -167,6 +167,7 @@ class Lowerer:
         on_connect = self._lower_on_connect()
         rest = self._lower_rest()
         bootstrap = self._lower_bootstrap()
+        login = self._lower_login()
         route_fn = self._route_function(routes)
         endpoints = [
             (
@@ -216,6 +217,7 @@ class Lowerer:
             mock=self._lower_mock(),
             aliases=_tuple([repr(a) for a in d.exchange.aliases]) if d.exchange.aliases else None,
             on_connect=on_connect,
+            login=login,
         )
         sym = d.symbols
         symbol_rules = _call(
@@ -280,6 +282,19 @@ class Lowerer:
                     "E304",
                     f"channel '{ep.channel}' is not defined in [channels]",
                 )
+        login = d.websocket.login
+        if login is not None:
+            if d.signing is None:
+                self.error(("websocket", "login"), "E308", "a login needs a [signing] section")
+            for i, ep_name in enumerate(login.endpoints):
+                if ep_name not in d.websocket.endpoints:
+                    self.error(
+                        ("websocket", "login", "endpoints", i),
+                        "E304",
+                        f"endpoint '{ep_name}' is not defined in [websocket.endpoints]",
+                    )
+        if d.mock is not None and d.mock.login is not None and login is None:
+            self.error(("mock", "login"), "E308", "[mock.login] needs a [websocket.login] section")
         if d.signing is None and any(ep.signed for ep in rest_eps.values()):
             self.error(("rest",), "E308", "a signed endpoint needs a [signing] section")
         map_file = d.symbols.symbol_map_file
@@ -311,6 +326,10 @@ class Lowerer:
             )
         if ka.pong is not None:
             self._route(routes, ("websocket", "keepalive", "pong"), ka.pong, 'rt.Route("pong")')
+        if ws.login is not None:
+            self._route(
+                routes, ("websocket", "login", "match"), ws.login.match, 'rt.Route("login")'
+            )
         if ws.error is not None:
             self._route(
                 routes, ("websocket", "error", "match"), ws.error.match, 'rt.Route("error")'
@@ -752,7 +771,10 @@ class Lowerer:
         items = [
             ("exchange", "EXCHANGE"),
             ("channel", repr(channel)),
-            ("symbol", "SYMBOLS.canonical(symbol_raw)"),
+            (
+                "symbol",
+                "symbol_raw" if kind in CURRENCY_KINDS else "SYMBOLS.canonical(symbol_raw)",
+            ),
             ("symbol_raw", "symbol_raw"),
             ("ts_exchange", values.get("ts_exchange", "None")),
             ("ts_recv", "ts_recv"),
@@ -921,7 +943,89 @@ class Lowerer:
             pong_timeout=repr(mock.pong_timeout) if mock.pong_timeout else None,
             client_ping=fns["client_ping"],
             pong=fns["pong"],
+            login=self._lower_mock_login(),
         )
+
+    def _lower_login(self) -> str | None:
+        login = self.desc.websocket.login
+        if login is None:
+            return None
+        base = ("websocket", "login")
+        names = ("req_id", "api_key", "passphrase", "timestamp", "sign")
+        message = self.expr_function(
+            "login_message",
+            "req_id: int, api_key: str, passphrase: str | None, timestamp: str, sign: str",
+            "Any",
+            "The login message sent after connecting, before subscribing.",
+            (*base, "message"),
+            login.message,
+            Scope(variables={n: n for n in names}, generator=True),
+        )
+        ok = reason = None
+        if login.ok is not None:
+            ok = self.expr_function(
+                "login_ok",
+                "m: Any",
+                "bool",
+                "Does the login reply ``m`` accept the login?",
+                (*base, "ok"),
+                login.ok,
+                self.message_scope(safe=True),
+            )
+        if login.reason is not None:
+            reason = self.expr_function(
+                "login_reason",
+                "m: Any",
+                "Any",
+                "Why the login reply ``m`` rejects the login.",
+                (*base, "reason"),
+                login.reason,
+                self.message_scope(safe=True),
+            )
+        return _call(
+            "rt.LoginSpec",
+            endpoints=_tuple([repr(e) for e in login.endpoints]),
+            message=message,
+            sign_path=repr(login.sign_path),
+            sign_method=repr(login.sign_method),
+            timestamp_format=repr(login.timestamp),
+            ok=ok,
+            reason=reason,
+            timeout=repr(login.timeout),
+        )
+
+    def _lower_mock_login(self) -> str | None:
+        mock = self.desc.mock
+        if mock is None or mock.login is None:
+            return None
+        ml = mock.login
+        base = ("mock", "login")
+        fns = {
+            "match": self.expr_function(
+                "mock_login_match",
+                "m: Any",
+                "bool",
+                "Is the client message ``m`` a login?",
+                (*base, "match"),
+                ml.match,
+                self.message_scope(safe=True),
+            )
+        }
+        for attr, doc in (
+            ("timestamp", "The timestamp a login ``m`` was signed with."),
+            ("sign", "The signature a login ``m`` carries."),
+            ("accept", "The reply accepting login ``m``."),
+            ("reject", "The reply rejecting login ``m``."),
+        ):
+            scope = (
+                Scope(variables={}, root="m", fields=True, generator=True)
+                if attr in ("accept", "reject")
+                else self.message_scope()
+            )
+            fns[attr] = self.expr_function(
+                f"mock_login_{attr}", "m: Any", "Any", doc, (*base, attr), getattr(ml, attr), scope
+            )
+        return _call("rt.MockLoginSpec", **fns)
 
     def _lower_bootstrap(self) -> str | None:
         boot = self.desc.websocket.bootstrap

@@ -24,6 +24,9 @@ ChannelKind = Literal[
     "open_interest",
     "mark_price",
     "liquidations",
+    "orders",
+    "fills",
+    "balances",
 ]
 
 
@@ -121,6 +124,24 @@ class Bootstrap(_Model):
     ping_interval: Expr | None = None
 
 
+class Login(_Model):
+    """A signed login sent after connecting to ``endpoints``, before subscribing; subscribing
+    waits for its reply. Credentials come from the env vars named in ``[signing]``."""
+
+    endpoints: list[Ident] = Field(min_length=1)
+    message: Expr
+    """The login message; variables ``api_key``, ``passphrase``, ``timestamp``, ``sign``,
+    ``req_id``. ``sign`` is base64(HMAC-SHA256(secret, timestamp + sign_method + sign_path))."""
+    match: Expr
+    """Which reply answers the login (an ``[websocket.error]`` reply while waiting fails it)."""
+    ok: Expr | None = None
+    reason: Expr | None = None
+    timeout: float = Field(default=10.0, gt=0)
+    sign_method: Literal["GET", "POST"] = "GET"
+    sign_path: str = Field(pattern=r"^/")
+    timestamp: Literal["s", "ms", "iso_ms"] = "s"
+
+
 class WebSocket(_Model):
     endpoints: dict[Ident, WsEndpoint] = Field(min_length=1)
     subscribe: Subscribe
@@ -129,6 +150,7 @@ class WebSocket(_Model):
     keepalive: Keepalive = Keepalive()
     control: Control = Control()
     bootstrap: Bootstrap | None = None
+    login: Login | None = None
     on_connect: list[Expr] = []
     """Messages sent in order right after each connect, before subscribing."""
 
@@ -220,6 +242,17 @@ class Symbols(_Model):
     symbol_map_file: str | None = None
 
 
+class MockLogin(_Model):
+    """How the mock checks a login: it recomputes ``sign`` from ``timestamp`` with the secret
+    in the env var ``[signing].secret_env`` names, and answers ``accept`` or ``reject``."""
+
+    match: Expr
+    timestamp: Expr
+    sign: Expr
+    accept: Expr
+    reject: Expr
+
+
 class Mock(_Model):
     """How the local mock exchange answers clients (``mdgen mock``, ``mdgen run --mock``)."""
 
@@ -234,6 +267,7 @@ class Mock(_Model):
     pong_timeout: float | None = Field(default=None, gt=0)
     client_ping: Expr | None = None
     pong: Expr | None = None
+    login: MockLogin | None = None
 
 
 class Descriptor(_Model):

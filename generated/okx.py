@@ -118,6 +118,111 @@ def parse_ticker(m: Any, ts_recv: int, ctx: rt.Context) -> list[rt.Record]:
     return out
 
 
+def topic_orders(raw: str, symbol: str) -> Any:
+    """The subscription topic of channel 'orders' for one symbol."""
+    return {"channel": "orders", "instType": "ANY", "instId": raw}
+
+
+def ack_key_orders(raw: str, symbol: str, key: Any) -> Any:
+    """What an ACK for channel 'orders' and one symbol is matched on."""
+    return "orders:" + raw
+
+
+def parse_orders(m: Any, ts_recv: int, ctx: rt.Context) -> list[rt.Record]:
+    """Records of channel 'orders' (kind orders) from one message."""
+    out: list[rt.Record] = []
+    for it in m["data"]:
+        symbol_raw = it["instId"]
+        out.append(
+            {
+                "exchange": EXCHANGE,
+                "channel": "orders",
+                "symbol": SYMBOLS.canonical(symbol_raw),
+                "symbol_raw": symbol_raw,
+                "ts_exchange": rt.ts_ms(it["uTime"]),
+                "ts_recv": ts_recv,
+                "seq": None,
+                "order_id": it["ordId"],
+                "side": it["side"],
+                "status": it["state"],
+                "client_order_id": it["clOrdId"] if it["clOrdId"] != "" else None,
+                "price": rt.dec(it["px"]) if it["px"] != "" else None,
+                "size": rt.dec(it["sz"]),
+                "filled_size": rt.dec(it["accFillSz"]),
+            }
+        )
+    return out
+
+
+def parse_fills(m: Any, ts_recv: int, ctx: rt.Context) -> list[rt.Record]:
+    """Records of channel 'fills' (kind fills) from one message."""
+    out: list[rt.Record] = []
+    for it in m["data"]:
+        if not (it["tradeId"] != "" and it["fillSz"] != "0"):
+            continue
+        symbol_raw = it["instId"]
+        out.append(
+            {
+                "exchange": EXCHANGE,
+                "channel": "fills",
+                "symbol": SYMBOLS.canonical(symbol_raw),
+                "symbol_raw": symbol_raw,
+                "ts_exchange": rt.ts_ms(it["fillTime"]),
+                "ts_recv": ts_recv,
+                "seq": None,
+                "trade_id": it["tradeId"],
+                "order_id": it["ordId"],
+                "side": it["side"],
+                "price": rt.dec(it["fillPx"]),
+                "size": rt.dec(it["fillSz"]),
+                "fee": (
+                    rt.dec_abs(it["fillFee"])
+                    if rt.is_negative(it["fillFee"])
+                    else "0" if float(it["fillFee"]) == 0 else "-" + rt.dec(it["fillFee"])
+                ),
+                "fee_currency": it["fillFeeCcy"],
+            }
+        )
+    return out
+
+
+def dispatch_orders(m: Any, ts_recv: int, ctx: rt.Context) -> list[rt.Record]:
+    """Records of channel 'orders' and of the channels that parse its messages too."""
+    return parse_orders(m, ts_recv, ctx) + parse_fills(m, ts_recv, ctx)
+
+
+def topic_balances(raw: str, symbol: str) -> Any:
+    """The subscription topic of channel 'balances' for one symbol."""
+    return {"channel": "account"}
+
+
+def ack_key_balances(raw: str, symbol: str, key: Any) -> Any:
+    """What an ACK for channel 'balances' and one symbol is matched on."""
+    return "account"
+
+
+def parse_balances(m: Any, ts_recv: int, ctx: rt.Context) -> list[rt.Record]:
+    """Records of channel 'balances' (kind balances) from one message."""
+    out: list[rt.Record] = []
+    for it in m["data"][0]["details"]:
+        symbol_raw = it["ccy"]
+        out.append(
+            {
+                "exchange": EXCHANGE,
+                "channel": "balances",
+                "symbol": symbol_raw,
+                "symbol_raw": symbol_raw,
+                "ts_exchange": rt.ts_ms(it["uTime"]),
+                "ts_recv": ts_recv,
+                "seq": None,
+                "currency": it["ccy"],
+                "total": rt.dec(it["eq"]),
+                "available": rt.dec(it["availBal"]) if it["availBal"] != "" else None,
+            }
+        )
+    return out
+
+
 def subscribe_message(topics: list[Any], key: Any, req_id: int, symbols: list[str]) -> Any:
     """One subscribe message for a chunk of topics."""
     return {"op": "subscribe", "args": topics}
@@ -128,28 +233,56 @@ def rest_instruments_params(raw: str, symbol: str) -> dict[str, Any]:
     return {"instType": "SPOT"}
 
 
+def login_message(
+    req_id: int, api_key: str, passphrase: str | None, timestamp: str, sign: str
+) -> Any:
+    """The login message sent after connecting, before subscribing."""
+    return {
+        "op": "login",
+        "args": [
+            {"apiKey": api_key, "passphrase": passphrase, "timestamp": timestamp, "sign": sign}
+        ],
+    }
+
+
+def login_ok(m: Any) -> bool:
+    """Does the login reply ``m`` accept the login?"""
+    return bool(rt.get(m, "code") == "0")
+
+
+def login_reason(m: Any) -> Any:
+    """Why the login reply ``m`` rejects the login."""
+    return rt.get(m, "code") + ": " + rt.get(m, "msg")
+
+
 def route(m: Any, ctx: rt.Context) -> int:
     """Index into ROUTES of the first rule that matches ``m``, or -1 when none does."""
     _v1 = rt.get(m, "event")
     _v2 = rt.path(m, "arg", "channel")
     if m == "pong":
         return 0
-    if _v1 == "error":
+    if _v1 == "login":
         return 1
-    if _v1 == "subscribe":
+    if _v1 == "error":
         return 2
-    if _v2 == "trades" and rt.has(m, "data"):
+    if _v1 == "subscribe":
         return 3
-    if _v2 == "books" and rt.has(m, "data"):
+    if _v2 == "trades" and rt.has(m, "data"):
         return 4
-    if _v2 == "tickers" and rt.has(m, "data"):
+    if _v2 == "books" and rt.has(m, "data"):
         return 5
+    if _v2 == "tickers" and rt.has(m, "data"):
+        return 6
+    if _v2 == "orders" and rt.has(m, "data"):
+        return 7
+    if _v2 == "account" and rt.has(m, "data"):
+        return 8
     return -1
 
 
 def ack_key(m: Any) -> Any:
     """ACK rule 'key' applied to an ACK."""
-    return m["arg"]["channel"] + ":" + m["arg"]["instId"]
+    return m["arg"]["channel"] + (":" + m["arg"]["instId"] if rt.has(m["arg"], "instId") else "")
 
 
 def error_reason(m: Any) -> Any:
@@ -201,13 +334,41 @@ def mock_reject(m: Any, topic: Any) -> Any:
     }
 
 
+def mock_login_match(m: Any) -> bool:
+    """Is the client message ``m`` a login?"""
+    return bool(rt.get(m, "op") == "login")
+
+
+def mock_login_timestamp(m: Any) -> Any:
+    """The timestamp a login ``m`` was signed with."""
+    return m["args"][0]["timestamp"]
+
+
+def mock_login_sign(m: Any) -> Any:
+    """The signature a login ``m`` carries."""
+    return m["args"][0]["sign"]
+
+
+def mock_login_accept(m: Any) -> Any:
+    """The reply accepting login ``m``."""
+    return {"event": "login", "code": "0", "msg": "", "connId": "a4d3ae55"}
+
+
+def mock_login_reject(m: Any) -> Any:
+    """The reply rejecting login ``m``."""
+    return {"event": "error", "code": "60009", "msg": "Login failed.", "connId": "a4d3ae55"}
+
+
 ROUTES: tuple[rt.Route, ...] = (
     rt.Route("pong"),
+    rt.Route("login"),
     rt.Route("error"),
     rt.Route("ack"),
     rt.Route("data", "trades", parse_trades),
     rt.Route("data", "book", parse_book),
     rt.Route("data", "ticker", parse_ticker),
+    rt.Route("data", "orders", dispatch_orders),
+    rt.Route("data", "balances", parse_balances),
 )
 
 SPEC = rt.ExchangeSpec(
@@ -223,7 +384,13 @@ SPEC = rt.ExchangeSpec(
             compression="none",
             max_outbound_per_second=3.0,
             idle_timeout=30.0,
-        )
+        ),
+        "private": rt.WsEndpointSpec(
+            urls=("wss://ws.okx.com:8443/ws/v5/private", "wss://wsaws.okx.com:8443/ws/v5/private"),
+            compression="none",
+            max_outbound_per_second=3.0,
+            idle_timeout=30.0,
+        ),
     },
     subscribe=rt.SubscribeSpec(
         mode="message", group="all", chunk=50, interval=0.0, message=subscribe_message
@@ -258,6 +425,28 @@ SPEC = rt.ExchangeSpec(
             topic=topic_ticker,
             ack_key=ack_key_ticker,
         ),
+        "orders": rt.ChannelSpec(
+            name="orders",
+            kind="orders",
+            endpoint="private",
+            topic=topic_orders,
+            ack_key=ack_key_orders,
+        ),
+        "fills": rt.ChannelSpec(
+            name="fills",
+            kind="fills",
+            endpoint="private",
+            topic=topic_orders,
+            ack_key=ack_key_orders,
+            source="orders",
+        ),
+        "balances": rt.ChannelSpec(
+            name="balances",
+            kind="balances",
+            endpoint="private",
+            topic=topic_balances,
+            ack_key=ack_key_balances,
+        ),
     },
     ack=rt.AckSpec(per="topic", timeout=10.0, key=ack_key),
     error=rt.ErrorSpec(reason=error_reason),
@@ -280,6 +469,12 @@ SPEC = rt.ExchangeSpec(
             ),
         },
     ),
+    signing=rt.SigningSpec(
+        scheme="hmac_sha256_base64",
+        key_env="OKX_API_KEY",
+        secret_env="OKX_API_SECRET",
+        passphrase_env="OKX_API_PASSPHRASE",
+    ),
     mock=rt.MockSpec(
         subscribe=mock_subscribe,
         topics=mock_topics,
@@ -289,5 +484,22 @@ SPEC = rt.ExchangeSpec(
         ping_interval=20.0,
         client_ping=mock_client_ping,
         pong=mock_pong,
+        login=rt.MockLoginSpec(
+            match=mock_login_match,
+            timestamp=mock_login_timestamp,
+            sign=mock_login_sign,
+            accept=mock_login_accept,
+            reject=mock_login_reject,
+        ),
+    ),
+    login=rt.LoginSpec(
+        endpoints=("private",),
+        message=login_message,
+        sign_path="/users/self/verify",
+        sign_method="GET",
+        timestamp_format="s",
+        ok=login_ok,
+        reason=login_reason,
+        timeout=10.0,
     ),
 )

@@ -666,6 +666,17 @@ def _unknown_exchange(name: str, known: Iterable[str]) -> str:
     return f"unknown exchange '{name}'{_did_you_mean(name, ids)} (known: {', '.join(ids)})"
 
 
+def default_channels(spec: ExchangeSpec) -> list[str]:
+    """The channels collected when none are named: every channel except the private ones
+    (channels on an endpoint that needs a ``[websocket.login]``, i.e. credentials)."""
+    login = spec.login
+    return [
+        name
+        for name, ch in spec.channels.items()
+        if login is None or ch.endpoint not in login.endpoints
+    ]
+
+
 def _unknown_channel(exchange: str, channel: str, spec: ExchangeSpec) -> str:
     names = list(spec.channels)
     return (
@@ -1031,12 +1042,12 @@ def _plan(
                     f'instance with exchange = "{exchange}" in the config{note}',
                 )
                 continue
-            channels = cli.channels or list(spec.channels)
+            channels = cli.channels or default_channels(spec)
             plans.append(_make_plan(exchange, exchange, spec, cli.symbols, channels, cli.shard))
             continue
         for name, inst in mine:
             where: TomlPath = ("instances", name)
-            channels = cli.channels or inst.channels or list(spec.channels)
+            channels = cli.channels or inst.channels or default_channels(spec)
             if cli.channels is None:
                 for i, channel in enumerate(inst.channels or []):
                     if channel not in spec.channels:

@@ -21,6 +21,7 @@ from runtime.frames import FrameError, decode
 from runtime.pipeline import Pipeline
 from runtime.replay import PARSE_ERRORS
 from runtime.rest import RestClient, RestError
+from runtime.signing import Signer, SigningError, login_signer
 from runtime.spec import Context, ExchangeSpec
 from runtime.subscriptions import (
     AckResult,
@@ -93,6 +94,7 @@ class Session:
         rng: Callable[[], float] = random.random,
         rest: RestClient | None = None,
         book_options: BookOptions | None = None,
+        signer: Signer | None = None,
     ) -> None:
         self.spec = spec
         self.instance = instance
@@ -113,6 +115,10 @@ class Session:
         self._gap_reason = ""
         self._ids = itertools.count(1)
         self._ping_interval: float | None = None  # from a bootstrap reply, else the descriptor
+        self._signer = signer
+        login = spec.login
+        self._needs_login = login is not None and plan.endpoint in login.endpoints
+        self._login_reply: asyncio.Future[tuple[bool, str]] | None = None
         self._books = LiveBooks.for_plan(
             spec,
             instance,
@@ -170,6 +176,10 @@ class Session:
                 self.state = "failed"
                 log.error("%s: every subscription was rejected: %s", self.plan.name, self.error)
                 return
+            if reason == "login_failed":
+                self.state = "failed"
+                log.error("%s: %s", self.plan.name, self.error)
+                return
             lived = time.monotonic() - started
             self.stats.reconnects[reason] += 1
             self._mark_gap(reason)
@@ -225,6 +235,11 @@ class Session:
         try:
             if not await self._send_on_connect(conn):
                 return "closed"
+            if self._needs_login:
+                self.state = "subscribing"
+                failed = await self._login(conn, reader, stopper)
+                if failed is not None:
+                    return failed
             if self.spec.subscribe.mode == "message":
                 self.state = "subscribing"
                 sub = asyncio.create_task(self._subscribe(conn, tracker))
@@ -279,6 +294,73 @@ class Session:
                 await conn.send(_encode(build(next(self._ids))))
         except TransportClosed:
             return False
+        return True
+
+    async def _login(
+        self, conn: Connection, reader: asyncio.Task[str], stopper: asyncio.Task[Any]
+    ) -> str | None:
+        """Send the signed login and wait for its reply: None when accepted, else why the
+        connection ends (``login_failed`` is final). Credentials never reach logs or errors."""
+        login = self.spec.login
+        assert login is not None
+        if self._signer is None:
+            if self.spec.signing is None:
+                self.error = "login: the descriptor has no [signing] section"
+                return "login_failed"
+            try:
+                self._signer = login_signer(self.spec.signing, login)
+            except SigningError as exc:
+                self.error = f"login: {exc}"
+                return "login_failed"
+        signer = self._signer
+        values = signer.login_values()
+        reply: asyncio.Future[tuple[bool, str]] = asyncio.get_running_loop().create_future()
+        self._login_reply = reply
+        try:
+            message = login.message(
+                next(self._ids),
+                str(values["api_key"]),
+                values["passphrase"],
+                str(values["timestamp"]),
+                str(values["sign"]),
+            )
+            await conn.send(_encode(message))
+            waits: set[asyncio.Future[Any]] = {reply, reader, stopper}
+            await asyncio.wait(waits, timeout=login.timeout, return_when=asyncio.FIRST_COMPLETED)
+        except TransportClosed:
+            return "closed"
+        finally:
+            self._login_reply = None
+        if stopper.done():
+            return "stopped"
+        if reply.done():
+            ok, reason = reply.result()
+            if ok:
+                log.info("%s: logged in", self.plan.name)
+                return None
+            self.error = f"login rejected: {signer.redact(reason)}"
+            return "login_failed"
+        reply.cancel()
+        if reader.done():
+            return self._reader_reason(reader)
+        return "login_timeout"
+
+    def _on_login_reply(self, msg: Any, *, error: bool = False) -> bool:
+        """A login reply (or an error reply while a login is pending); False when no login
+        is pending."""
+        reply = self._login_reply
+        if reply is None or reply.done():
+            return False
+        login = self.spec.login
+        assert login is not None
+        if error:
+            err = self.spec.error
+            ok = False
+            reason = err.reason(msg) if err is not None and err.reason is not None else None
+        else:
+            ok = login.ok(msg) if login.ok is not None else True
+            reason = login.reason(msg) if not ok and login.reason is not None else None
+        reply.set_result((ok, str(reason) if reason is not None else _excerpt(msg)))
         return True
 
     async def _subscribe(self, conn: Connection, tracker: AckTracker) -> None:
@@ -386,8 +468,12 @@ class Session:
                 if r.kind == "ack":
                     self._bind(msg, ctx)
                     tracker.on_ack(msg)
+                elif r.kind == "login":
+                    self._on_login_reply(msg)
                 elif r.kind == "error":
-                    if not tracker.on_error(msg):
+                    if self._on_login_reply(msg, error=True):
+                        pass
+                    elif not tracker.on_error(msg):
                         log.error("%s: exchange error: %s", self.plan.name, _excerpt(msg))
                 elif r.kind == "ping":
                     reply = spec.keepalive.server_ping_reply

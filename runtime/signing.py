@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, NoReturn
 from urllib.parse import parse_qsl, quote
 
-from runtime.spec import SigningSpec
+from runtime.spec import LoginSpec, SigningSpec
 
 TimestampFormat = Literal["ms", "s", "iso_ms"]
 Params = Mapping[str, Any] | Iterable[tuple[str, Any]]
@@ -286,3 +286,29 @@ class Signer:
             "timestamp": ts,
             "sign": self.sign_base64(prehash(ts, p.login_method, p.login_path)),
         }
+
+    def login_values(self, timestamp: str | int | None = None) -> dict[str, str | None]:
+        """Variables of a descriptor's login message: api_key, passphrase (None when the
+        signing section names no passphrase), timestamp and sign.
+
+        ``sign`` is base64(HMAC-SHA256(timestamp + login_method + login_path)); the timestamp
+        defaults to now in ``params.login_timestamp_format``.
+        """
+        p = self.params
+        ts = str(timestamp) if timestamp is not None else self.timestamp(p.login_timestamp_format)
+        return {
+            "api_key": self._key.reveal(),
+            "passphrase": self._passphrase.reveal() if self._passphrase is not None else None,
+            "timestamp": ts,
+            "sign": self.sign_base64(prehash(ts, p.login_method, p.login_path)),
+        }
+
+
+def login_signer(signing: SigningSpec, login: LoginSpec) -> Signer:
+    """A Signer for a descriptor's WebSocket login (what ``sign`` covers comes from ``login``)."""
+    params = SigningParams(
+        login_method=login.sign_method,
+        login_path=login.sign_path,
+        login_timestamp_format=login.timestamp_format,
+    )
+    return Signer(signing, params)

@@ -14,7 +14,9 @@ API_VERSION = 1
 Record = dict[str, Any]
 """One normalized record (see docs/descriptor-reference.md)."""
 
-RouteKind = Literal["data", "ack", "error", "ping", "pong", "heartbeat", "info", "reconnect"]
+RouteKind = Literal[
+    "data", "ack", "error", "ping", "pong", "heartbeat", "info", "reconnect", "login"
+]
 
 
 class ApiVersionError(ImportError):
@@ -157,6 +159,25 @@ class BootstrapSpec:
 
 
 @dataclass(frozen=True)
+class LoginSpec:
+    """A signed login sent after connecting to ``endpoints``, before subscribing.
+
+    ``message(req_id, api_key, passphrase, timestamp, sign)`` builds it; ``sign`` is
+    base64(HMAC-SHA256(secret, timestamp + sign_method + sign_path)). Replies are routed as
+    ``login``; ``ok``/``reason`` judge them (no ``ok``: every login reply accepts).
+    """
+
+    endpoints: tuple[str, ...]
+    message: Callable[[int, str, str | None, str, str], Any]
+    sign_path: str
+    sign_method: str = "GET"
+    timestamp_format: Literal["s", "ms", "iso_ms"] = "s"
+    ok: Callable[[Any], bool] | None = None
+    reason: Expr1 | None = None
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True)
 class SigningSpec:
     scheme: Literal["hmac_sha256_hex", "hmac_sha256_base64"]
     key_env: str
@@ -179,6 +200,18 @@ class MockSpec:
     pong_timeout: float | None = None
     client_ping: Callable[[Any], bool] | None = None
     pong: Expr1 | None = None
+    login: MockLoginSpec | None = None
+
+
+@dataclass(frozen=True)
+class MockLoginSpec:
+    """How the mock checks a client login (see ``[mock.login]``)."""
+
+    match: Callable[[Any], bool]
+    timestamp: Expr1
+    sign: Expr1
+    accept: Expr1
+    reject: Expr1
 
 
 @dataclass(frozen=True)
@@ -206,3 +239,5 @@ class ExchangeSpec:
     """Former ids of the exchange (capture folders may use them)."""
     on_connect: tuple[Callable[[int], Any], ...] = ()
     """Messages sent right after each connect, before subscribing; each gets a fresh req_id."""
+    login: LoginSpec | None = None
+    """A signed login on private endpoints, sent after ``on_connect`` and before subscribing."""

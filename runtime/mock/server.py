@@ -24,6 +24,11 @@ Behaviour (per connection):
   first connection only, so a multi-connection capture does not repeat them). Captured ACKs,
   errors, pings, pongs and reconnect notices are never replayed. Without ``loop`` the stream
   ends with the capture; a subscribe after that streams nothing.
+- Login (``spec.mock.login``, endpoints ``spec.login`` covers): a client message matching
+  ``login.match`` is checked by recomputing its signature over ``login.timestamp(msg)`` with
+  the secret from the env var ``[signing].secret_env`` names (key and passphrase env vars must
+  be set too); the reply is ``login.accept(msg)`` or ``login.reject(msg)``. On such endpoints
+  a subscribe before a good login is answered with ``reject``.
 - URL-mode specs (``spec.subscribe.mode == "url"``): string topics found in the request
   path/query are subscribed on connect; when none is recognised, everything is streamed.
 - Keepalive: with ``spec.mock.ping`` the mock sends ``ping(n)`` every ping interval; any client
@@ -44,6 +49,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hmac
 import logging
 import math
 import re
@@ -65,7 +71,8 @@ from runtime.frames import Compression, FrameError, decode
 from runtime.mock.capture import Capture, Frame, Pair, TopicIndex, load_capture, norm
 from runtime.mock.rest import HttpServer, Reply, RestIndex
 from runtime.replay import PARSE_ERRORS
-from runtime.spec import ExchangeSpec, MockSpec
+from runtime.signing import Signer, SigningError, login_signer
+from runtime.spec import ExchangeSpec, MockLoginSpec, MockSpec
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +126,8 @@ class MockStats:
     pings_sent: int = 0
     pongs_received: int = 0
     client_pings: int = 0
+    logins_accepted: int = 0
+    logins_rejected: int = 0
     paths: list[str] = field(default_factory=list)
     """Request path (with query) of every WebSocket connection attempt, refused ones too."""
     rest_requests: list[str] = field(default_factory=list)
@@ -146,6 +155,9 @@ class _Conn:
         self.silenced = False
         self.ping_outstanding = False
         self.pong = asyncio.Event()
+        self.needs_login = False
+        """The endpoint is one the spec's login covers: subscribes wait for a good login."""
+        self.logged_in = False
 
     def wants(self, frame: Frame) -> bool:
         if not self.active:
@@ -171,6 +183,7 @@ class MockExchange:
         self.capture: Capture = load_capture(spec, capture)
         self.topics = TopicIndex(spec, self.capture.symbols)
         self.rest = RestIndex(self.capture.rest)
+        self._login_signer: Signer | None = None
         self.stats = MockStats()
         self.ws_url = ""
         self.http_url = ""
@@ -255,6 +268,13 @@ class MockExchange:
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "Service Unavailable\n")
         return None
 
+    def _endpoint_for(self, path: str) -> str | None:
+        wanted = urlsplit(path).path.rstrip("/")
+        for name, ep in self.spec.endpoints.items():
+            if any(urlsplit(u).path.rstrip("/") == wanted for u in ep.urls):
+                return name
+        return None
+
     def _compression_for(self, path: str) -> Compression:
         wanted = urlsplit(path).path.rstrip("/")
         for ep in self.spec.endpoints.values():
@@ -266,6 +286,8 @@ class MockExchange:
         self.stats.connections_accepted += 1
         path = ws.request.path if ws.request is not None else "/"
         conn = _Conn(ws, self._compression_for(path))
+        login = self.spec.login
+        conn.needs_login = login is not None and self._endpoint_for(path) in login.endpoints
         mock = self.spec.mock
         try:
             for frame in self.capture.greeting:
@@ -323,7 +345,9 @@ class MockExchange:
         if mock is None:
             return
         msg = self._decode_client(conn, message)
-        if _true(mock.subscribe, msg):
+        if mock.login is not None and _true(mock.login.match, msg):
+            await self._login(conn, mock.login, msg)
+        elif _true(mock.subscribe, msg):
             await self._subscribe(conn, mock, msg)
         elif mock.client_ping is not None and _true(mock.client_ping, msg):
             self.stats.client_pings += 1
@@ -336,8 +360,50 @@ class MockExchange:
             self.stats.pongs_received += 1
             conn.pong.set()
 
+    def _login_ok(self, rule: MockLoginSpec, msg: Any) -> bool:
+        """Recompute the login signature with the secret from the environment (the env var
+        ``[signing].secret_env`` names) and compare; never logs the message or credentials."""
+        login, signing = self.spec.login, self.spec.signing
+        if login is None or signing is None:
+            return False
+        if self._login_signer is None:
+            try:
+                self._login_signer = login_signer(signing, login)
+            except SigningError as exc:
+                log.warning("mock %s: cannot check logins: %s", self.spec.id, exc)
+                return False
+        try:
+            timestamp = str(rule.timestamp(msg))
+            sign = str(rule.sign(msg))
+        except PARSE_ERRORS:
+            return False
+        expected = self._login_signer.login_values(timestamp)["sign"] or ""
+        return hmac.compare_digest(expected.encode(), sign.encode())
+
+    async def _login(self, conn: _Conn, rule: MockLoginSpec, msg: Any) -> None:
+        ok = self._login_ok(rule, msg)
+        conn.logged_in = conn.logged_in or ok
+        if ok:
+            self.stats.logins_accepted += 1
+        else:
+            self.stats.logins_rejected += 1
+        try:
+            reply = (rule.accept if ok else rule.reject)(msg)
+        except PARSE_ERRORS as exc:
+            log.warning("mock %s: cannot build a login reply: %r", self.spec.id, exc)
+            return
+        await self._send(conn, reply)
+
     async def _subscribe(self, conn: _Conn, mock: MockSpec, msg: Any) -> None:
         self.stats.subscribes += 1
+        if conn.needs_login and not conn.logged_in:  # private channels need a good login first
+            denied: list[Any] = [None]
+            with contextlib.suppress(*PARSE_ERRORS):
+                denied = list(mock.topics(msg)) if mock.ack_per == "topic" else [None]
+            for reply in _replies(mock.reject, msg, denied):
+                await self._send(conn, reply)
+                self.stats.rejects_sent += 1
+            return
         topics: list[Any] | None
         try:
             topics = list(mock.topics(msg))
