@@ -259,7 +259,7 @@ def run(
     from runtime.config import ConfigError, RunOverrides, load_config, plan_instances
     from runtime.ops import OpsSettings, configure_logging
     from runtime.persist.build import SinkError, build_sink, sink_summary
-    from runtime.run import PlannedInstance, RunSettings, execute
+    from runtime.run import FlushIncomplete, PlannedInstance, RunSettings, execute
     from runtime.session import Backoff
 
     if transport is not None and transport not in ("websockets", "picows"):
@@ -315,6 +315,7 @@ def run(
             config_source=str(cfg.source) if cfg.source else None,
             config_warnings=tuple(w.render() for w in warnings),
         ),
+        shutdown_timeout=cfg.collector.shutdown_timeout or None,
     )
     planned = [PlannedInstance(p.name, p.spec, p.symbols, p.channels) for p in plans]
     sink = build_sink(cfg.sink, settings.data_dir, shard=shard)
@@ -323,6 +324,9 @@ def run(
     except SinkError as exc:
         _err(f"error: {exc}")
         raise typer.Exit(2) from None
+    except FlushIncomplete as exc:
+        _err(f"error: {exc}")
+        raise typer.Exit(1) from None
     for s in summaries:
         _err(
             f"{s.name}: {s.state}; {s.messages} messages, {s.records} records, "

@@ -61,9 +61,13 @@ class Collector:
         *,
         backoff: Backoff | None = None,
         rest_transport: httpx.AsyncBaseTransport | None = None,
+        shutdown_timeout: float | None = None,
     ) -> None:
         self.instances = list(instances)
         self.rest_transport = rest_transport
+        self.shutdown_timeout = shutdown_timeout
+        self.unflushed = 0
+        """Envelopes accepted but not written because the shutdown deadline passed."""
         self._clients: list[RestClient] = []
         self.transport = transport
         self.pipeline = pipeline
@@ -125,7 +129,16 @@ class Collector:
         finally:
             self.stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await self.pipeline.close()
+            try:
+                async with asyncio.timeout(self.shutdown_timeout):
+                    await self.pipeline.close()
+            except TimeoutError:
+                self.unflushed = await self.pipeline.abort()
+                log.error(
+                    "shutdown_timeout of %.1fs passed: %d buffered records were not written",
+                    self.shutdown_timeout,
+                    self.unflushed,
+                )
             for client in self._clients:
                 await client.aclose()
 

@@ -97,6 +97,14 @@ class Pipeline:
             self.stats.batches_out += 1
             self.stats.records_out += len(batch)
 
+    async def abort(self) -> int:
+        """Stop without flushing (a shutdown deadline passed); returns the envelopes that were
+        accepted but not written."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        return self.stats.records_in - self.stats.records_out
+
     async def close(self) -> None:
         """Flush everything buffered into the sink, then close it."""
         consumer, timer = self._tasks

@@ -48,6 +48,18 @@ class RunSettings:
     mock_options: MockOptions = field(default_factory=MockOptions)
     captures: Path | None = None
     ops: OpsSettings = field(default_factory=OpsSettings)
+    shutdown_timeout: float | None = None
+    """Seconds allowed to flush after the run ends (None: as long as it takes)."""
+
+
+class FlushIncomplete(Exception):
+    """The shutdown deadline passed before every buffered record was written."""
+
+    def __init__(self, unflushed: int, timeout: float | None) -> None:
+        super().__init__(
+            f"shutdown_timeout of {timeout}s passed: {unflushed} buffered records were not written"
+        )
+        self.unflushed = unflushed
 
 
 @dataclass
@@ -124,7 +136,11 @@ async def execute(
                 continue
             instances.append(Instance(plan.name, spec, symbols, plan.channels))
         collector = Collector(
-            instances, make_transport(settings.transport), pipeline, backoff=settings.backoff
+            instances,
+            make_transport(settings.transport),
+            pipeline,
+            backoff=settings.backoff,
+            shutdown_timeout=settings.shutdown_timeout,
         )
         await stack.enter_async_context(
             Ops(collector, settings.ops, probe_clocks=not settings.mock)
@@ -139,6 +155,8 @@ async def execute(
             for sig in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
+    if collector.unflushed:
+        raise FlushIncomplete(collector.unflushed, settings.shutdown_timeout)
     return [_summary(inst) for inst in collector.instances]
 
 

@@ -600,3 +600,27 @@ def test_one_instance_crashing_does_not_stop_another() -> None:
     assert bad.state == "failed" and bad.crashed and "ZeroDivisionError" in bad.crashed
     assert good.state == "stopped"
     assert {r["channel"] for r in _data(sink.envelopes)} == {"ticker"}
+
+
+def test_shutdown_timeout_bounds_the_final_flush() -> None:
+    class StuckSink(MemorySink):
+        async def write(self, batch: list[Envelope]) -> None:
+            await asyncio.Event().wait()  # a sink that never comes back
+
+    capture = require_captures("okx") / "raw.ndjson"
+    spec = load_spec("okx")
+
+    async def main() -> tuple[Collector, float]:
+        async with MockExchange(spec, capture) as mock:
+            pipeline = Pipeline(StuckSink(), batch_size=10, flush_interval=0.05, queue_batches=2)
+            inst = Instance("t", mock.client_spec(), ["BTC-USDT"], ["book"])
+            collector = Collector(
+                [inst], make_transport("websockets"), pipeline, backoff=FAST, shutdown_timeout=0.5
+            )
+            started = asyncio.get_running_loop().time()
+            await collector.run(duration=1.0)
+            return collector, asyncio.get_running_loop().time() - started
+
+    collector, took = asyncio.run(main())
+    assert took < 5.0  # 1 s of collection + 0.5 s of deadline, not forever
+    assert collector.unflushed > 0  # and the loss is counted, not hidden
