@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
+from compiler.kinds import CURRENCY_KINDS
 from compiler.pipeline import CompileResult, compile_tree
 
 app = typer.Typer(
@@ -153,6 +154,10 @@ def replay(
         bool,
         typer.Option("--final-books", help="Write the final order book per symbol, not records."),
     ] = False,
+    symbol_map: Annotated[
+        Path | None,
+        typer.Option("--symbol-map", help="Symbol map file applied after the descriptor's."),
+    ] = None,
 ) -> None:
     """Normalize a capture offline: one record per line, then a summary on stderr.
 
@@ -172,6 +177,7 @@ def replay(
     if not capture.is_file():
         _err(f"error: capture file '{capture}' does not exist")
         raise typer.Exit(2)
+    symbols_report = _replay_symbols(spec, capture, symbol_map)
     sink = out.open("wb") if out else sys.stdout.buffer
     try:
         with capture.open("rb") as lines:
@@ -185,10 +191,13 @@ def replay(
             for book in report.final_books if final_books else ():
                 sink.write(orjson.dumps(book) + b"\n")
     finally:
+        spec.symbols.reset_overrides()
         if out:
             sink.close()
         else:
             sink.flush()
+    if symbols_report.requests or symbols_report.files:
+        _err(symbols_report.summary())
     frames = ", ".join(f"{k} {v}" for k, v in sorted(report.frames.items()))
     recs = ", ".join(f"{k} {v}" for k, v in sorted(report.records.items()))
     _err(f"frames: {frames or 'none'}")
@@ -205,6 +214,40 @@ def replay(
         _err(f"  line {p.line}: {p.reason}: {p.text}")
     if strict and not report.clean:
         raise typer.Exit(3)
+
+
+def _replay_symbols(spec: Any, capture: Path, symbol_map: Path | None) -> Any:
+    """Apply the symbol overrides of a replay: the capture's instrument-list replies, the
+    descriptor's symbol_map_file, then ``--symbol-map``; exit 2 on a bad map file."""
+    import asyncio
+
+    import orjson
+
+    from runtime.instruments import descriptor_map_file, prepare_symbols, read_symbol_maps
+    from runtime.symbolmap import SymbolMapError
+
+    if symbol_map is not None and not symbol_map.is_file():
+        _err(f"error: symbol map file '{symbol_map}' does not exist")
+        raise typer.Exit(2)
+    files = [p for p in (descriptor_map_file(spec), symbol_map) if p is not None]
+    try:
+        maps = read_symbol_maps(files)
+    except SymbolMapError as exc:
+        _err(exc.render())
+        raise typer.Exit(2) from None
+    captured: list[tuple[str, Any]] = []
+    if spec.instruments is not None:
+        with capture.open("rb") as lines:
+            for line in lines:
+                if b'"rest"' not in line:
+                    continue
+                try:
+                    entry = orjson.loads(line)
+                    if entry.get("kind") == "rest":
+                        captured.append((str(entry.get("url", "")), orjson.loads(entry["data"])))
+                except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+                    continue  # replay itself reports malformed lines
+    return asyncio.run(prepare_symbols(spec, maps, captured=captured))
 
 
 CAPTURES_DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "captures"
@@ -261,6 +304,7 @@ def run(
     from runtime.persist.build import SinkError, build_sink, sink_summary
     from runtime.run import FlushIncomplete, PlannedInstance, RunSettings, execute
     from runtime.session import Backoff
+    from runtime.symbolmap import SymbolMapError
 
     if transport is not None and transport not in ("websockets", "picows"):
         _err(f"error: --transport must be websockets or picows, not {transport!r}")
@@ -317,10 +361,15 @@ def run(
         ),
         shutdown_timeout=cfg.collector.shutdown_timeout or None,
     )
-    planned = [PlannedInstance(p.name, p.spec, p.symbols, p.channels) for p in plans]
+    planned = [
+        PlannedInstance(p.name, p.spec, p.symbols, p.channels, p.symbol_map_file) for p in plans
+    ]
     sink = build_sink(cfg.sink, settings.data_dir, shard=shard)
     try:
         summaries = asyncio.run(execute(planned, settings, sink))
+    except SymbolMapError as exc:
+        _err(exc.render())
+        raise typer.Exit(2) from None
     except SinkError as exc:
         _err(f"error: {exc}")
         raise typer.Exit(2) from None
@@ -346,7 +395,19 @@ def _capture_symbols(exchange: str, captures: Path) -> list[str] | None:
     path = find_capture(exchange, aliases=spec.aliases, folders=[captures, FIXTURE_CAPTURES])
     if path is None:
         return None
-    return sorted(set(load_capture(spec, path).symbols.values()))
+    capture = load_capture(spec, path)
+    # Currency-keyed records (balances) carry currency codes, not market symbols.
+    kinds: dict[str, set[str]] = {}
+    for channel, raw in capture.pairs():
+        if channel in spec.channels:
+            kinds.setdefault(raw, set()).add(spec.channels[channel].kind)
+    return sorted(
+        {
+            canonical
+            for raw, canonical in capture.symbols.items()
+            if not kinds.get(raw) or not kinds[raw] <= CURRENCY_KINDS
+        }
+    )
 
 
 @app.command("mock")

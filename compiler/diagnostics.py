@@ -41,6 +41,8 @@ CODES: dict[str, str] = {
     "E411": "inconsistent collector settings",
     "E412": "the environment variable named by sink.uri_env is unset or not a MongoDB URI",
     "E413": "nothing to collect: no instance, or no symbols for an exchange",
+    "E414": "a symbol map file cannot be read, is not TOML, or has an entry that is not "
+    'raw = "CANONICAL"',
     "W400": "an instance's symbol_map_file does not exist",
     "W401": "a symbol or channel is listed twice",
 }

@@ -27,8 +27,9 @@ _SEQUENCE = {
 _SNAPSHOT = {
     "first_message": "the channel's first message",
     "rest": "a REST call",
-    "ws_request": "a WebSocket request (or another channel)",
+    "ws_request": "a request sent on the WebSocket, answered in the channel",
     "every_message": "every message is a whole book",
+    "channel": "the records of another channel (subscribed with it)",
 }
 
 
@@ -118,6 +119,8 @@ def _snapshot(d: Descriptor, sync: BookSync) -> str:
         ep = endpoints.get(sync.rest_endpoint)
         path = f" `{ep.method} {ep.path}`" if ep is not None else ""
         return f"`rest`:{path}"
+    if sync.snapshot == "channel" and sync.snapshot_channel is not None:
+        return f"`channel`: `{sync.snapshot_channel}`"
     return f"`{sync.snapshot}`"
 
 
@@ -134,17 +137,40 @@ def _venue(d: Descriptor) -> list[str]:
     for name, ep in d.websocket.endpoints.items():
         extra = f", {ep.compression} frames" if ep.compression != "none" else ""
         lines.append(f"- WebSocket `{name}`: {', '.join(f'<{u}>' for u in ep.urls)}{extra}")
-    if d.websocket.bootstrap is not None:
-        boot = d.websocket.bootstrap.endpoint
-        eps = d.rest.endpoints if d.rest is not None else {}
+    eps = d.rest.endpoints if d.rest is not None else {}
+    bootstrap = d.websocket.bootstrap
+    if bootstrap is not None:
+        boot = bootstrap.endpoint
         call = f" (`{eps[boot].method} {eps[boot].path}`)" if boot in eps else ""
-        lines.append(f"- connect URL from the REST call `{boot}`{call}")
+        where = ", ".join(f"`{e}`" for e in bootstrap.endpoints) or "every endpoint"
+        line = f"- connect URL ({where}) from the REST call `{boot}`{call}"
+        keep = bootstrap.keepalive
+        if keep is not None:
+            kcall = f" (`{eps[keep.endpoint].method} {eps[keep.endpoint].path}`)"
+            kcall = kcall if keep.endpoint in eps else ""
+            line += f", kept alive by `{keep.endpoint}`{kcall} every {keep.interval:g} s"
+        lines.append(line)
+    login = d.websocket.login
+    if login is not None:
+        where = ", ".join(f"`{e}`" for e in login.endpoints)
+        encoding = f"HMAC-SHA256 {login.sign_encoding}"
+        lines.append(f"- signed login on {where} ({encoding}); credentials: {_credentials(d)}")
+    elif d.signing is not None:
+        lines.append(f"- credentials: {_credentials(d)}")
     sub = d.websocket.subscribe
     pacing = f", {sub.interval:g} s apart" if sub.interval else ""
     lines.append(f"- subscribe: {sub.mode} mode{pacing}; ACK: {_ack(d)}")
     if ex.docs:
         lines.append("- docs: " + ", ".join(f"<{url}>" for url in ex.docs))
     return [*lines, ""]
+
+
+def _credentials(d: Descriptor) -> str:
+    s = d.signing
+    if s is None:
+        return "none"
+    names = [s.key_env, s.secret_env] + ([s.passphrase_env] if s.passphrase_env else [])
+    return ", ".join(f"`{n}`" for n in names)
 
 
 def _ack(d: Descriptor) -> str:

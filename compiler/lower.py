@@ -9,7 +9,7 @@ from pathlib import Path
 from compiler.dsl import DslSyntaxError, Node, Spread, parse
 from compiler.kinds import CURRENCY_KINDS, declared_fields, required_fields
 from compiler.locate import Problem
-from compiler.schema import Channel, Descriptor, Parse
+from compiler.schema import BookSync, Channel, Descriptor, Parse
 from compiler.translate import (
     RESERVED,
     Constants,
@@ -195,6 +195,7 @@ class Lowerer:
                 key_env=repr(s.key_env),
                 secret_env=repr(s.secret_env),
                 passphrase_env=repr(s.passphrase_env) if s.passphrase_env else None,
+                key_header=repr(s.key_header) if s.key_header else None,
             )
         spec = _call(
             "rt.ExchangeSpec",
@@ -214,6 +215,7 @@ class Lowerer:
             rest=rest,
             signing=signing,
             symbol_map_file=repr(d.symbols.symbol_map_file) if d.symbols.symbol_map_file else None,
+            instruments=self._lower_instruments(),
             mock=self._lower_mock(),
             aliases=_tuple([repr(a) for a in d.exchange.aliases]) if d.exchange.aliases else None,
             on_connect=on_connect,
@@ -254,7 +256,7 @@ class Lowerer:
             if ack.key is None:
                 self.error(("websocket", "ack"), "E308", "per = 'topic' needs 'key'")
             for name, ch in d.channels.items():
-                if ch.ack_key is None:
+                if ch.ack_key is None and ch.topic is not None:
                     self.error(
                         ("channels", name), "E308", "ack per topic: each channel needs 'ack_key'"
                     )
@@ -295,8 +297,16 @@ class Lowerer:
                     )
         if d.mock is not None and d.mock.login is not None and login is None:
             self.error(("mock", "login"), "E308", "[mock.login] needs a [websocket.login] section")
-        if d.signing is None and any(ep.signed for ep in rest_eps.values()):
-            self.error(("rest",), "E308", "a signed endpoint needs a [signing] section")
+        if d.signing is None and any(ep.signed or ep.api_key for ep in rest_eps.values()):
+            self.error(("rest",), "E308", "a signed or api_key endpoint needs a [signing] section")
+        self._check_session_setup()
+        inst = d.symbols.instruments
+        if inst is not None and inst.endpoint not in rest_eps:
+            self.error(
+                ("symbols", "instruments", "endpoint"),
+                "E304",
+                f"rest endpoint '{inst.endpoint}' is not defined in [rest.endpoints]",
+            )
         map_file = d.symbols.symbol_map_file
         if map_file is not None and not (self.source_dir / map_file).is_file():
             self.problems.append(
@@ -548,16 +558,17 @@ class Lowerer:
     def _lower_channel(self, name: str, ch: Channel, routes: list[_Route]) -> str:
         base: TomlPath = ("channels", name)
         endpoint = self._endpoint_of(name, ch)
-        topic_scope = Scope(variables={"raw": "raw", "symbol": "symbol"})
-        topic = self.expr_function(
-            f"topic_{name}",
-            "raw: str, symbol: str",
-            "Any",
-            f"The subscription topic of channel '{name}' for one symbol.",
-            (*base, "topic"),
-            ch.topic,
-            topic_scope,
-        )
+        topic = "None"
+        if ch.topic is not None:
+            topic = self.expr_function(
+                f"topic_{name}",
+                "raw: str, symbol: str",
+                "Any",
+                f"The subscription topic of channel '{name}' for one symbol.",
+                (*base, "topic"),
+                ch.topic,
+                Scope(variables={"raw": "raw", "symbol": "symbol"}),
+            )
         key = None
         if ch.key is not None:
             key = self.expr_function(
@@ -619,6 +630,7 @@ class Lowerer:
                 self.error(
                     (*base, "fields"), "E305", f"checksum '{s.checksum}' needs a 'checksum' field"
                 )
+            request = self._sync_request(name, base, ch, s)
             sync = _call(
                 "rt.BookSyncSpec",
                 snapshot=repr(s.snapshot),
@@ -627,6 +639,8 @@ class Lowerer:
                 checksum=repr(s.checksum),
                 checksum_depth=repr(s.checksum_depth) if s.checksum_depth else None,
                 depth=repr(s.depth) if s.depth else None,
+                request=request,
+                snapshot_channel=repr(s.snapshot_channel) if s.snapshot_channel else None,
             )
         return _call(
             "rt.ChannelSpec",
@@ -637,6 +651,46 @@ class Lowerer:
             key=key,
             ack_key=ack_key,
             sync=sync,
+        )
+
+    def _sync_request(self, name: str, base: TomlPath, ch: Channel, s: BookSync) -> str | None:
+        """Checks ``sync.request`` / ``sync.snapshot_channel``; the request function's name."""
+        path = (*base, "sync")
+        if (s.snapshot == "ws_request") != (s.request is not None):
+            self.error(path, "E308", "'request' goes with snapshot 'ws_request' (and only with it)")
+        if (s.snapshot == "channel") != (s.snapshot_channel is not None):
+            self.error(
+                path, "E308", "'snapshot_channel' goes with snapshot 'channel' (and only with it)"
+            )
+        source = self.desc.channels.get(s.snapshot_channel) if s.snapshot_channel else None
+        if s.snapshot_channel is not None and source is None:
+            self.error(
+                (*path, "snapshot_channel"),
+                "E304",
+                f"channel '{s.snapshot_channel}' is not defined",
+            )
+        elif source is not None and (
+            s.snapshot_channel == name
+            or source.kind != "book"
+            or (source.endpoint or "") != (ch.endpoint or "")
+            or (source.sync is not None and source.sync.snapshot == "channel")
+        ):
+            self.error(
+                (*path, "snapshot_channel"),
+                "E308",
+                "the snapshot channel must be another book channel on the same endpoint, "
+                "itself not taking snapshots from a channel",
+            )
+        if s.request is None:
+            return None
+        return self.expr_function(
+            f"request_{name}",
+            "raw: str, symbol: str, req_id: int",
+            "Any",
+            f"The snapshot request of channel '{name}' for one symbol.",
+            (*path, "request"),
+            s.request,
+            Scope(variables={"raw": "raw", "symbol": "symbol", "req_id": "req_id"}, generator=True),
         )
 
     def _lower_also(
@@ -662,7 +716,7 @@ class Lowerer:
                         name=repr(a),
                         kind=repr(also.kind),
                         endpoint=repr(ch.endpoint or next(iter(self.desc.websocket.endpoints))),
-                        topic=f"topic_{name}",
+                        topic=f"topic_{name}" if ch.topic is not None else "None",
                         key=f"key_{name}" if ch.key is not None else None,
                         ack_key=f"ack_key_{name}" if ch.ack_key is not None else None,
                         source=repr(name),
@@ -830,6 +884,7 @@ class Lowerer:
                         path=repr(ep.path),
                         weight=repr(ep.weight),
                         signed=repr(ep.signed) if ep.signed else None,
+                        api_key=repr(ep.api_key) if ep.api_key else None,
                         params=params,
                         channel=repr(ep.channel) if ep.channel else None,
                         parse=parser,
@@ -982,11 +1037,24 @@ class Lowerer:
                 login.reason,
                 self.message_scope(safe=True),
             )
+        payload = None
+        if login.sign_payload is not None:
+            payload = self.expr_function(
+                "login_sign_payload",
+                "api_key: str, passphrase: str | None, timestamp: str",
+                "str",
+                "What the login signature covers.",
+                (*base, "sign_payload"),
+                login.sign_payload,
+                Scope(variables={n: n for n in ("api_key", "passphrase", "timestamp")}),
+            )
         return _call(
             "rt.LoginSpec",
             endpoints=_tuple([repr(e) for e in login.endpoints]),
             message=message,
-            sign_path=repr(login.sign_path),
+            sign_path=repr(login.sign_path) if login.sign_path else None,
+            sign_payload=payload,
+            sign_encoding=repr(login.sign_encoding) if login.sign_encoding != "base64" else None,
             sign_method=repr(login.sign_method),
             timestamp_format=repr(login.timestamp),
             ok=ok,
@@ -1027,6 +1095,46 @@ class Lowerer:
             )
         return _call("rt.MockLoginSpec", **fns)
 
+    def _check_session_setup(self) -> None:
+        """Bootstrap endpoints, keep-alive, login payload, and channels without a topic."""
+        d = self.desc
+        ws = d.websocket
+        rest_eps = d.rest.endpoints if d.rest else {}
+        boot = ws.bootstrap
+        if boot is not None:
+            for i, ep_name in enumerate(boot.endpoints):
+                if ep_name not in ws.endpoints:
+                    self.error(
+                        ("websocket", "bootstrap", "endpoints", i),
+                        "E304",
+                        f"endpoint '{ep_name}' is not defined in [websocket.endpoints]",
+                    )
+            keep = boot.keepalive
+            if keep is not None and keep.endpoint not in rest_eps:
+                self.error(
+                    ("websocket", "bootstrap", "keepalive", "endpoint"),
+                    "E304",
+                    f"rest endpoint '{keep.endpoint}' is not defined in [rest.endpoints]",
+                )
+        login = ws.login
+        if login is not None and (login.sign_path is None) == (login.sign_payload is None):
+            self.error(
+                ("websocket", "login"),
+                "E308",
+                "a login needs exactly one of 'sign_path' and 'sign_payload'",
+            )
+        set_up: set[str] = set(login.endpoints) if login is not None else set()
+        if boot is not None:
+            set_up |= set(boot.endpoints or ws.endpoints)
+        for name, ch in d.channels.items():
+            if ch.topic is None and (ch.endpoint or next(iter(ws.endpoints))) not in set_up:
+                self.error(
+                    ("channels", name),
+                    "E308",
+                    "a channel without 'topic' needs an endpoint that bootstraps or logs in "
+                    "(nothing else would make its messages come)",
+                )
+
     def _lower_bootstrap(self) -> str | None:
         boot = self.desc.websocket.bootstrap
         if boot is None:
@@ -1034,13 +1142,25 @@ class Lowerer:
         base = ("websocket", "bootstrap")
         url = self.expr_function(
             "bootstrap_url",
-            "m: Any",
+            "m: Any, base: str",
             "str",
-            "The URL to connect to, from the bootstrap reply.",
+            "The URL to connect to, from the bootstrap reply and the endpoint's URL ``base``.",
             (*base, "url"),
             boot.url,
-            self.message_scope(),
+            self.message_scope(extra={"base": "base"}),
         )
+        keep = boot.keepalive
+        keep_params = None
+        if keep is not None and keep.params is not None:
+            keep_params = self.expr_function(
+                "bootstrap_keepalive_params",
+                "m: Any",
+                "Any",
+                "Parameters of the keep-alive call, from the bootstrap reply.",
+                (*base, "keepalive", "params"),
+                keep.params,
+                self.message_scope(),
+            )
         interval = None
         if boot.ping_interval is not None:
             interval = self.expr_function(
@@ -1053,7 +1173,61 @@ class Lowerer:
                 self.message_scope(),
             )
         return _call(
-            "rt.BootstrapSpec", endpoint=repr(boot.endpoint), url=url, ping_interval=interval
+            "rt.BootstrapSpec",
+            endpoint=repr(boot.endpoint),
+            url=url,
+            ping_interval=interval,
+            endpoints=_tuple([repr(e) for e in boot.endpoints]) if boot.endpoints else None,
+            keepalive_endpoint=repr(keep.endpoint) if keep is not None else None,
+            keepalive_interval=repr(keep.interval) if keep is not None else None,
+            keepalive_params=keep_params,
+        )
+
+    def _lower_instruments(self) -> str | None:
+        """``[symbols.instruments]``: the functions that turn instrument-list replies into
+        (raw, canonical) overrides; the runtime calls them item by item."""
+        inst = self.desc.symbols.instruments
+        if inst is None:
+            return None
+        base = ("symbols", "instruments")
+        each_node = self.parse_expr((*base, "each"), inst.each)
+        if isinstance(each_node, Spread):
+            each_node = each_node.obj
+        each_code = self.translate((*base, "each"), each_node, self.message_scope())
+        each = self.function(
+            "instruments_each",
+            "m: Any",
+            "list[Any]",
+            "The items of an instrument-list reply.",
+            [f"return list({each_code})"],
+        )
+        item = self.message_scope(extra={"it": "it"})
+        fns: dict[str, str | None] = {"where": None}
+        for attr, returns, doc in (
+            ("where", "bool", "Whether item ``it`` of the instrument list gives an override."),
+            ("raw", "str", "The raw symbol of instrument-list item ``it``."),
+            ("canonical", "str", "The canonical symbol of instrument-list item ``it``."),
+        ):
+            source = getattr(inst, attr)
+            if source is not None:
+                fns[attr] = self.expr_function(
+                    f"instruments_{attr}",
+                    "m: Any, it: Any",
+                    returns,
+                    doc,
+                    (*base, attr),
+                    source,
+                    item,
+                )
+        requests = _tuple([repr(dict(r)) for r in inst.requests])
+        return _call(
+            "rt.InstrumentsSpec",
+            endpoint=repr(inst.endpoint),
+            requests=requests,
+            each=each,
+            raw=fns["raw"],
+            canonical=fns["canonical"],
+            where=fns["where"],
         )
 
 

@@ -116,12 +116,26 @@ class Control(_Model):
     reconnect: Expr | None = None
 
 
+class BootstrapKeepalive(_Model):
+    """A REST call repeated every ``interval`` seconds while a bootstrapped connection lives
+    (e.g. extending a listen key); a failed call ends the connection, which bootstraps anew."""
+
+    endpoint: Ident
+    interval: float = Field(gt=0)
+    params: Expr | None = None
+    """Request parameters built from the bootstrap reply (``$``)."""
+
+
 class Bootstrap(_Model):
     """A REST call made before connecting; its reply gives the URL to connect to."""
 
     endpoint: Ident
     url: Expr
+    """The URL from the reply (``$``); ``base`` is the endpoint's own URL."""
     ping_interval: Expr | None = None
+    endpoints: list[Ident] = []
+    """The WebSocket endpoints that bootstrap (empty: all of them)."""
+    keepalive: BootstrapKeepalive | None = None
 
 
 class Login(_Model):
@@ -138,7 +152,11 @@ class Login(_Model):
     reason: Expr | None = None
     timeout: float = Field(default=10.0, gt=0)
     sign_method: Literal["GET", "POST"] = "GET"
-    sign_path: str = Field(pattern=r"^/")
+    sign_path: str | None = Field(default=None, pattern=r"^/")
+    sign_payload: Expr | None = None
+    """What ``sign`` covers when it is not ``timestamp + sign_method + sign_path``: an
+    expression over ``api_key``, ``passphrase`` and ``timestamp``."""
+    sign_encoding: Literal["base64", "hex"] = "base64"
     timestamp: Literal["s", "ms", "iso_ms"] = "s"
 
 
@@ -167,10 +185,16 @@ class Parse(_Model):
 class BookSync(_Model):
     """Order-book sync rules (enforced by the runtime's book engine)."""
 
-    snapshot: Literal["first_message", "rest", "ws_request", "every_message"] = "first_message"
+    snapshot: Literal["first_message", "rest", "ws_request", "every_message", "channel"] = (
+        "first_message"
+    )
     rest_endpoint: Ident | None = None
+    request: Expr | None = None
+    """``ws_request``: the request message (variables ``raw``, ``symbol``, ``req_id``)."""
+    snapshot_channel: Ident | None = None
+    """``channel``: the book channel whose records are this channel's snapshots."""
     sequence: Literal["none", "contiguous", "straddle", "prev_seq", "monotonic"] = "none"
-    checksum: Literal["none", "okx_crc32", "kraken_crc32"] = "none"
+    checksum: Literal["none", "okx_crc32", "kraken_crc32", "bitfinex_crc32"] = "none"
     checksum_depth: int | None = Field(default=None, ge=1)
     depth: int | None = Field(default=None, ge=1)
 
@@ -186,7 +210,9 @@ class Channel(Parse):
 
     kind: ChannelKind
     endpoint: Ident | None = None
-    topic: Expr
+    topic: Expr | None = None
+    """None: nothing is subscribed; the channel's messages come once the connection is set up
+    (a bootstrapped URL or a login)."""
     key: Expr | None = None
     ack_key: Expr | None = None
     match: Expr
@@ -200,6 +226,8 @@ class RestEndpoint(_Model):
     params: Expr | None = None
     weight: int = Field(default=1, ge=0)
     signed: bool = False
+    api_key: bool = False
+    """Send the API key header (``[signing] key_header``) without signing the request."""
     channel: Ident | None = None
     parse: Parse | None = None
 
@@ -221,6 +249,8 @@ class Signing(_Model):
     key_env: EnvVar
     secret_env: EnvVar
     passphrase_env: EnvVar | None = None
+    key_header: str | None = Field(default=None, pattern=r"^[A-Za-z0-9-]+$")
+    """HTTP header that carries the API key (default ``X-API-KEY``)."""
 
 
 class SymbolPattern(_Model):
@@ -228,6 +258,18 @@ class SymbolPattern(_Model):
 
     raw: str
     canonical: str
+
+
+class Instruments(_Model):
+    """The venue's instrument list from REST: (raw, canonical) pairs become symbol overrides."""
+
+    endpoint: Ident
+    requests: list[dict[str, str | int | float | bool]] = Field(default=[{}], min_length=1)
+    """One call per table; its values replace the endpoint's own ``params``."""
+    each: Expr
+    where: Expr | None = None
+    raw: Expr
+    canonical: Expr
 
 
 class Symbols(_Model):
@@ -240,6 +282,7 @@ class Symbols(_Model):
     suffixes: dict[str, str] = {}
     patterns: list[SymbolPattern] = []
     symbol_map_file: str | None = None
+    instruments: Instruments | None = None
 
 
 class MockLogin(_Model):

@@ -78,6 +78,7 @@ class Builtin:
 BUILTINS: dict[str, Builtin] = {
     "dec": Builtin(1, 1, "rt.dec({0})"),
     "dec_abs": Builtin(1, 1, "rt.dec_abs({0})"),
+    "dec_add": Builtin(2, 2, "rt.dec_add({0}, {1})"),
     "is_negative": Builtin(1, 1, "rt.is_negative({0})"),
     "side_sign": Builtin(1, 1, "rt.side_from_sign({0})"),
     "ts_s": Builtin(1, 1, "rt.ts_s({0})"),
@@ -85,6 +86,7 @@ BUILTINS: dict[str, Builtin] = {
     "ts_us": Builtin(1, 1, "rt.ts_us({0})"),
     "ts_ns": Builtin(1, 1, "rt.ts_ns({0})"),
     "ts_iso": Builtin(1, 1, "rt.ts_iso({0})"),
+    "ymd": Builtin(1, 1, "rt.ymd({0})"),
     "int": Builtin(1, 1, "int({0})"),
     "str": Builtin(1, 1, "str({0})"),
     "float": Builtin(1, 1, "float({0})"),

@@ -195,6 +195,84 @@ def parse_candles(m: Any, ts_recv: int, ctx: rt.Context) -> list[rt.Record]:
     ]
 
 
+def parse_orders(m: Any, ts_recv: int, ctx: rt.Context) -> list[rt.Record]:
+    """Records of channel 'orders' (kind orders) from one message."""
+    o = m["event"]
+    symbol_raw = o["s"]
+    return [
+        {
+            "exchange": EXCHANGE,
+            "channel": "orders",
+            "symbol": SYMBOLS.canonical(symbol_raw),
+            "symbol_raw": symbol_raw,
+            "ts_exchange": rt.ts_ms(o["T"]),
+            "ts_recv": ts_recv,
+            "seq": None,
+            "order_id": str(o["i"]),
+            "side": o["S"].lower(),
+            "status": o["X"],
+            "client_order_id": o["c"],
+            "price": rt.dec(o["p"]) if float(o["p"]) != 0 else None,
+            "size": rt.dec(o["q"]),
+            "filled_size": rt.dec(o["z"]),
+        }
+    ]
+
+
+def parse_fills(m: Any, ts_recv: int, ctx: rt.Context) -> list[rt.Record]:
+    """Records of channel 'fills' (kind fills) from one message."""
+    o = m["event"]
+    if not (o["x"] == "TRADE"):
+        return []
+    symbol_raw = o["s"]
+    return [
+        {
+            "exchange": EXCHANGE,
+            "channel": "fills",
+            "symbol": SYMBOLS.canonical(symbol_raw),
+            "symbol_raw": symbol_raw,
+            "ts_exchange": rt.ts_ms(o["T"]),
+            "ts_recv": ts_recv,
+            "seq": None,
+            "trade_id": str(o["t"]),
+            "order_id": str(o["i"]),
+            "side": o["S"].lower(),
+            "price": rt.dec(o["L"]),
+            "size": rt.dec(o["l"]),
+            "fee": rt.dec(o["n"]),
+            "fee_currency": o["N"],
+        }
+    ]
+
+
+def dispatch_orders(m: Any, ts_recv: int, ctx: rt.Context) -> list[rt.Record]:
+    """Records of channel 'orders' and of the channels that parse its messages too."""
+    return parse_orders(m, ts_recv, ctx) + parse_fills(m, ts_recv, ctx)
+
+
+def parse_balances(m: Any, ts_recv: int, ctx: rt.Context) -> list[rt.Record]:
+    """Records of channel 'balances' (kind balances) from one message."""
+    f_ts_exchange = rt.ts_ms(m["event"]["u"])
+    out: list[rt.Record] = []
+    for it in m["event"]["B"]:
+        symbol_raw = it["a"]
+        out.append(
+            {
+                "exchange": EXCHANGE,
+                "channel": "balances",
+                "symbol": symbol_raw,
+                "symbol_raw": symbol_raw,
+                "ts_exchange": f_ts_exchange,
+                "ts_recv": ts_recv,
+                "seq": None,
+                "currency": it["a"],
+                "total": rt.dec_add(it["f"], it["l"]),
+                "available": rt.dec(it["f"]),
+            }
+        )
+    return out
+
+
 def subscribe_message(topics: list[Any], key: Any, req_id: int, symbols: list[str]) -> Any:
     """One subscribe message for a chunk of topics."""
     return {"method": "SUBSCRIBE", "params": topics, "id": req_id}
@@ -229,23 +307,60 @@ def rest_depth_parse(
     ]
 
 
+def login_message(
+    req_id: int, api_key: str, passphrase: str | None, timestamp: str, sign: str
+) -> Any:
+    """The login message sent after connecting, before subscribing."""
+    return {
+        "id": str(req_id),
+        "method": "userDataStream.subscribe.signature",
+        "params": {"apiKey": api_key, "timestamp": int(timestamp), "signature": sign},
+    }
+
+
+def login_ok(m: Any) -> bool:
+    """Does the login reply ``m`` accept the login?"""
+    return bool(rt.get(m, "status") == 200)
+
+
+def login_reason(m: Any) -> Any:
+    """Why the login reply ``m`` rejects the login."""
+    return str(rt.path(m, "error", "code")) + ": " + rt.path(m, "error", "msg")
+
+
+def login_sign_payload(api_key: str, passphrase: str | None, timestamp: str) -> str:
+    """What the login signature covers."""
+    return str("apiKey=" + api_key + "&timestamp=" + timestamp)
+
+
 def route(m: Any, ctx: rt.Context) -> int:
     """Index into ROUTES of the first rule that matches ``m``, or -1 when none does."""
-    _v1 = rt.path(m, "data", "e")
-    if rt.has(m, "error"):
+    _v1 = rt.path(m, "event", "e")
+    _v2 = rt.path(m, "data", "e")
+    if rt.has(m, "status") and rt.has(m, "id"):
         return 0
-    if rt.has(m, "result") and rt.has(m, "id"):
+    if rt.has(m, "error"):
         return 1
-    if _v1 == "trade":
+    if rt.has(m, "result") and rt.has(m, "id"):
         return 2
-    if _v1 == "aggTrade":
+    if _v1 == "eventStreamTerminated":
         return 3
-    if _v1 == "depthUpdate":
+    if rt.has(m, "subscriptionId") and _v1 in ["balanceUpdate", "listStatus", "externalLockUpdate"]:
         return 4
-    if rt.ends_with(rt.get(m, "stream"), "@bookTicker"):
+    if _v2 == "trade":
         return 5
-    if _v1 == "kline":
+    if _v2 == "aggTrade":
         return 6
+    if _v2 == "depthUpdate":
+        return 7
+    if rt.ends_with(rt.get(m, "stream"), "@bookTicker"):
+        return 8
+    if _v2 == "kline":
+        return 9
+    if rt.has(m, "subscriptionId") and _v1 == "executionReport":
+        return 10
+    if rt.has(m, "subscriptionId") and _v1 == "outboundAccountPosition":
+        return 11
     return -1
 
 
@@ -269,6 +384,21 @@ def error_id(m: Any) -> Any:
     return m["id"]
 
 
+def instruments_each(m: Any) -> list[Any]:
+    """The items of an instrument-list reply."""
+    return list(m["symbols"])
+
+
+def instruments_raw(m: Any, it: Any) -> str:
+    """The raw symbol of instrument-list item ``it``."""
+    return str(it["symbol"])
+
+
+def instruments_canonical(m: Any, it: Any) -> str:
+    """The canonical symbol of instrument-list item ``it``."""
+    return str(it["baseAsset"] + "-" + it["quoteAsset"])
+
+
 def mock_subscribe(m: Any) -> bool:
     """Is the client message ``m`` a subscribe?"""
     return bool(rt.get(m, "method") == "SUBSCRIBE")
@@ -289,14 +419,48 @@ def mock_reject(m: Any, topic: Any) -> Any:
     return {"error": {"code": 2, "msg": "Invalid request: unknown stream"}, "id": m["id"]}
 
 
+def mock_login_match(m: Any) -> bool:
+    """Is the client message ``m`` a login?"""
+    return bool(rt.get(m, "method") == "userDataStream.subscribe.signature")
+
+
+def mock_login_timestamp(m: Any) -> Any:
+    """The timestamp a login ``m`` was signed with."""
+    return str(m["params"]["timestamp"])
+
+
+def mock_login_sign(m: Any) -> Any:
+    """The signature a login ``m`` carries."""
+    return m["params"]["signature"]
+
+
+def mock_login_accept(m: Any) -> Any:
+    """The reply accepting login ``m``."""
+    return {"id": m["id"], "status": 200, "result": {"subscriptionId": 0}}
+
+
+def mock_login_reject(m: Any) -> Any:
+    """The reply rejecting login ``m``."""
+    return {
+        "id": m["id"],
+        "status": 400,
+        "error": {"code": -1022, "msg": "Signature for this request is not valid."},
+    }
+
+
 ROUTES: tuple[rt.Route, ...] = (
+    rt.Route("login"),
     rt.Route("error"),
     rt.Route("ack"),
+    rt.Route("reconnect"),
+    rt.Route("info"),
     rt.Route("data", "trades", parse_trades),
     rt.Route("data", "agg_trades", parse_agg_trades),
     rt.Route("data", "book", parse_book),
     rt.Route("data", "ticker", parse_ticker),
     rt.Route("data", "candles", parse_candles),
+    rt.Route("data", "orders", dispatch_orders),
+    rt.Route("data", "balances", parse_balances),
 )
 
 SPEC = rt.ExchangeSpec(
@@ -318,7 +482,16 @@ SPEC = rt.ExchangeSpec(
             max_outbound_per_second=5.0,
             idle_timeout=60.0,
             max_lifetime=86400.0,
-        )
+        ),
+        "user": rt.WsEndpointSpec(
+            urls=(
+                "wss://ws-api.binance.com:443/ws-api/v3",
+                "wss://ws-api.binance.com:9443/ws-api/v3",
+            ),
+            compression="none",
+            idle_timeout=86400.0,
+            max_lifetime=86400.0,
+        ),
     },
     subscribe=rt.SubscribeSpec(
         mode="message", group="all", chunk=200, interval=0.0, message=subscribe_message
@@ -345,6 +518,11 @@ SPEC = rt.ExchangeSpec(
         "candles": rt.ChannelSpec(
             name="candles", kind="candles", endpoint="public", topic=topic_candles
         ),
+        "orders": rt.ChannelSpec(name="orders", kind="orders", endpoint="user", topic=None),
+        "fills": rt.ChannelSpec(
+            name="fills", kind="fills", endpoint="user", topic=None, source="orders"
+        ),
+        "balances": rt.ChannelSpec(name="balances", kind="balances", endpoint="user", topic=None),
     },
     ack=rt.AckSpec(per="message", timeout=10.0, id=ack_id, ok=ack_ok),
     error=rt.ErrorSpec(reason=error_reason, id=error_id),
@@ -374,6 +552,19 @@ SPEC = rt.ExchangeSpec(
             ),
         },
     ),
+    signing=rt.SigningSpec(
+        scheme="hmac_sha256_hex",
+        key_env="BINANCE_API_KEY",
+        secret_env="BINANCE_API_SECRET",
+        key_header="X-MBX-APIKEY",
+    ),
+    instruments=rt.InstrumentsSpec(
+        endpoint="instruments",
+        requests=({},),
+        each=instruments_each,
+        raw=instruments_raw,
+        canonical=instruments_canonical,
+    ),
     mock=rt.MockSpec(
         subscribe=mock_subscribe,
         topics=mock_topics,
@@ -381,5 +572,23 @@ SPEC = rt.ExchangeSpec(
         ack=mock_ack,
         reject=mock_reject,
         ping_interval=20.0,
+        login=rt.MockLoginSpec(
+            match=mock_login_match,
+            timestamp=mock_login_timestamp,
+            sign=mock_login_sign,
+            accept=mock_login_accept,
+            reject=mock_login_reject,
+        ),
+    ),
+    login=rt.LoginSpec(
+        endpoints=("user",),
+        message=login_message,
+        sign_payload=login_sign_payload,
+        sign_encoding="hex",
+        sign_method="GET",
+        timestamp_format="ms",
+        ok=login_ok,
+        reason=login_reason,
+        timeout=10.0,
     ),
 )

@@ -211,6 +211,82 @@ def parse_liquidations(m: Any, ts_recv: int, ctx: rt.Context) -> list[rt.Record]
     ]
 
 
+def parse_orders(m: Any, ts_recv: int, ctx: rt.Context) -> list[rt.Record]:
+    """Records of channel 'orders' (kind orders) from one message."""
+    symbol_raw = m["o"]["s"]
+    return [
+        {
+            "exchange": EXCHANGE,
+            "channel": "orders",
+            "symbol": SYMBOLS.canonical(symbol_raw),
+            "symbol_raw": symbol_raw,
+            "ts_exchange": rt.ts_ms(m["o"]["T"]),
+            "ts_recv": ts_recv,
+            "seq": None,
+            "order_id": str(m["o"]["i"]),
+            "side": m["o"]["S"].lower(),
+            "status": m["o"]["X"],
+            "client_order_id": m["o"]["c"],
+            "price": rt.dec(m["o"]["p"]) if float(m["o"]["p"]) != 0 else None,
+            "size": rt.dec(m["o"]["q"]),
+            "filled_size": rt.dec(m["o"]["z"]),
+        }
+    ]
+
+
+def parse_fills(m: Any, ts_recv: int, ctx: rt.Context) -> list[rt.Record]:
+    """Records of channel 'fills' (kind fills) from one message."""
+    if not (m["o"]["x"] == "TRADE"):
+        return []
+    symbol_raw = m["o"]["s"]
+    return [
+        {
+            "exchange": EXCHANGE,
+            "channel": "fills",
+            "symbol": SYMBOLS.canonical(symbol_raw),
+            "symbol_raw": symbol_raw,
+            "ts_exchange": rt.ts_ms(m["o"]["T"]),
+            "ts_recv": ts_recv,
+            "seq": None,
+            "trade_id": str(m["o"]["t"]),
+            "order_id": str(m["o"]["i"]),
+            "side": m["o"]["S"].lower(),
+            "price": rt.dec(m["o"]["L"]),
+            "size": rt.dec(m["o"]["l"]),
+            "fee": rt.dec(m["o"]["n"]) if rt.has(m["o"], "n") else None,
+            "fee_currency": m["o"]["N"] if rt.has(m["o"], "N") else None,
+        }
+    ]
+
+
+def dispatch_orders(m: Any, ts_recv: int, ctx: rt.Context) -> list[rt.Record]:
+    """Records of channel 'orders' and of the channels that parse its messages too."""
+    return parse_orders(m, ts_recv, ctx) + parse_fills(m, ts_recv, ctx)
+
+
+def parse_balances(m: Any, ts_recv: int, ctx: rt.Context) -> list[rt.Record]:
+    """Records of channel 'balances' (kind balances) from one message."""
+    f_ts_exchange = rt.ts_ms(m["T"])
+    out: list[rt.Record] = []
+    for it in m["a"]["B"]:
+        symbol_raw = it["a"]
+        out.append(
+            {
+                "exchange": EXCHANGE,
+                "channel": "balances",
+                "symbol": symbol_raw,
+                "symbol_raw": symbol_raw,
+                "ts_exchange": f_ts_exchange,
+                "ts_recv": ts_recv,
+                "seq": None,
+                "currency": it["a"],
+                "total": rt.dec(it["wb"]),
+                "available": None,
+            }
+        )
+    return out
+
+
 def subscribe_message(topics: list[Any], key: Any, req_id: int, symbols: list[str]) -> Any:
     """One subscribe message for a chunk of topics."""
     return {"method": "SUBSCRIBE", "params": topics, "id": req_id}
@@ -245,25 +321,47 @@ def rest_depth_parse(
     ]
 
 
+def bootstrap_url(m: Any, base: str) -> str:
+    """The URL to connect to, from the bootstrap reply and the endpoint's URL ``base``."""
+    return str(base + "?listenKey=" + m["listenKey"])
+
+
 def route(m: Any, ctx: rt.Context) -> int:
     """Index into ROUTES of the first rule that matches ``m``, or -1 when none does."""
-    _v1 = rt.path(m, "data", "e")
+    _v1 = rt.get(m, "e")
+    _v2 = rt.path(m, "data", "e")
     if rt.has(m, "error"):
         return 0
     if rt.has(m, "result") and rt.has(m, "id"):
         return 1
-    if _v1 == "aggTrade":
+    if _v1 == "listenKeyExpired":
         return 2
-    if _v1 == "depthUpdate":
+    if _v1 in [
+        "ACCOUNT_CONFIG_UPDATE",
+        "MARGIN_CALL",
+        "TRADE_LITE",
+        "STRATEGY_UPDATE",
+        "GRID_UPDATE",
+        "CONDITIONAL_ORDER_TRIGGER_REJECT",
+        "ALGO_UPDATE",
+    ]:
         return 3
-    if _v1 == "bookTicker":
+    if _v2 == "aggTrade":
         return 4
-    if _v1 == "kline":
+    if _v2 == "depthUpdate":
         return 5
-    if _v1 == "markPriceUpdate":
+    if _v2 == "bookTicker":
         return 6
-    if _v1 == "forceOrder":
+    if _v2 == "kline":
         return 7
+    if _v2 == "markPriceUpdate":
+        return 8
+    if _v2 == "forceOrder":
+        return 9
+    if _v1 == "ORDER_TRADE_UPDATE":
+        return 10
+    if _v1 == "ACCOUNT_UPDATE":
+        return 11
     return -1
 
 
@@ -310,12 +408,16 @@ def mock_reject(m: Any, topic: Any) -> Any:
 ROUTES: tuple[rt.Route, ...] = (
     rt.Route("error"),
     rt.Route("ack"),
+    rt.Route("reconnect"),
+    rt.Route("info"),
     rt.Route("data", "trades", parse_trades),
     rt.Route("data", "book", parse_book),
     rt.Route("data", "ticker", parse_ticker),
     rt.Route("data", "candles", parse_candles),
     rt.Route("data", "mark_price", dispatch_mark_price),
     rt.Route("data", "liquidations", parse_liquidations),
+    rt.Route("data", "orders", dispatch_orders),
+    rt.Route("data", "balances", parse_balances),
 )
 
 SPEC = rt.ExchangeSpec(
@@ -340,6 +442,12 @@ SPEC = rt.ExchangeSpec(
             max_streams=200,
             max_outbound_per_second=10.0,
             idle_timeout=60.0,
+            max_lifetime=86400.0,
+        ),
+        "user": rt.WsEndpointSpec(
+            urls=("wss://fstream.binance.com/private/ws",),
+            compression="none",
+            idle_timeout=86400.0,
             max_lifetime=86400.0,
         ),
     },
@@ -382,10 +490,22 @@ SPEC = rt.ExchangeSpec(
         "liquidations": rt.ChannelSpec(
             name="liquidations", kind="liquidations", endpoint="market", topic=topic_liquidations
         ),
+        "orders": rt.ChannelSpec(name="orders", kind="orders", endpoint="user", topic=None),
+        "fills": rt.ChannelSpec(
+            name="fills", kind="fills", endpoint="user", topic=None, source="orders"
+        ),
+        "balances": rt.ChannelSpec(name="balances", kind="balances", endpoint="user", topic=None),
     },
     ack=rt.AckSpec(per="message", timeout=10.0, id=ack_id, ok=ack_ok),
     error=rt.ErrorSpec(reason=error_reason, id=error_id),
     keepalive=rt.KeepaliveSpec(protocol_ping_interval=20.0),
+    bootstrap=rt.BootstrapSpec(
+        endpoint="listen_key",
+        url=bootstrap_url,
+        endpoints=("user",),
+        keepalive_endpoint="listen_key_keepalive",
+        keepalive_interval=1800.0,
+    ),
     rest=rt.RestSpec(
         base_urls=("https://fapi.binance.com",),
         rate_limit_weight=2400,
@@ -395,6 +515,16 @@ SPEC = rt.ExchangeSpec(
             "time": rt.RestEndpointSpec(name="time", method="GET", path="/fapi/v1/time", weight=1),
             "instruments": rt.RestEndpointSpec(
                 name="instruments", method="GET", path="/fapi/v1/exchangeInfo", weight=1
+            ),
+            "listen_key": rt.RestEndpointSpec(
+                name="listen_key", method="POST", path="/fapi/v1/listenKey", weight=1, api_key=True
+            ),
+            "listen_key_keepalive": rt.RestEndpointSpec(
+                name="listen_key_keepalive",
+                method="PUT",
+                path="/fapi/v1/listenKey",
+                weight=1,
+                api_key=True,
             ),
             "depth": rt.RestEndpointSpec(
                 name="depth",
@@ -406,6 +536,12 @@ SPEC = rt.ExchangeSpec(
                 parse=rest_depth_parse,
             ),
         },
+    ),
+    signing=rt.SigningSpec(
+        scheme="hmac_sha256_hex",
+        key_env="BINANCE_API_KEY",
+        secret_env="BINANCE_API_SECRET",
+        key_header="X-MBX-APIKEY",
     ),
     mock=rt.MockSpec(
         subscribe=mock_subscribe,

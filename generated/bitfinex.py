@@ -421,7 +421,7 @@ SPEC = rt.ExchangeSpec(
                 snapshot="first_message",
                 rest_endpoint=None,
                 sequence="none",
-                checksum="none",
+                checksum="bitfinex_crc32",
                 depth=25,
             ),
         ),

@@ -91,8 +91,8 @@ def parse_book(m: Any, ts_recv: int, ctx: rt.Context) -> list[rt.Record]:
             "ts_recv": ts_recv,
             "seq": None,
             "type": "delta",
-            "bids": [[rt.dec(l["price"]), rt.dec(l["size"])] for l in b["bids"]],
-            "asks": [[rt.dec(l["price"]), rt.dec(l["size"])] for l in b["asks"]],
+            "bids": [[rt.dec(l["price"]), rt.dec(l["size"])] for l in b["bids"] if l["price"] != 0],
+            "asks": [[rt.dec(l["price"]), rt.dec(l["size"])] for l in b["asks"] if l["price"] != 0],
             "seq_first": None,
             "prev_seq": None,
             "checksum": None,
@@ -244,7 +244,11 @@ SPEC = rt.ExchangeSpec(
             endpoint="public",
             topic=topic_book,
             sync=rt.BookSyncSpec(
-                snapshot="ws_request", rest_endpoint=None, sequence="none", checksum="none"
+                snapshot="channel",
+                rest_endpoint=None,
+                sequence="none",
+                checksum="none",
+                snapshot_channel="book_snapshot",
             ),
         ),
         "ticker": rt.ChannelSpec(

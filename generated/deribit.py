@@ -323,6 +323,33 @@ def server_ping_reply(m: Any) -> Any:
     return {"jsonrpc": "2.0", "id": 0, "method": "public/test", "params": {}}
 
 
+def instruments_each(m: Any) -> list[Any]:
+    """The items of an instrument-list reply."""
+    return list(m["result"])
+
+
+def instruments_where(m: Any, it: Any) -> bool:
+    """Whether item ``it`` of the instrument list gives an override."""
+    return bool(
+        it["kind"] == "future" and it["settlement_period"] != "perpetual" or it["kind"] == "option"
+    )
+
+
+def instruments_raw(m: Any, it: Any) -> str:
+    """The raw symbol of instrument-list item ``it``."""
+    return str(it["instrument_name"])
+
+
+def instruments_canonical(m: Any, it: Any) -> str:
+    """The canonical symbol of instrument-list item ``it``."""
+    return str(
+        SYMBOLS.canonical(it["instrument_name"]).replace(
+            "-" + it["instrument_name"].split("-")[1],
+            "-" + rt.ymd(rt.ts_ms(it["expiration_timestamp"])),
+        )
+    )
+
+
 def mock_subscribe(m: Any) -> bool:
     """Is the client message ``m`` a subscribe?"""
     return bool(rt.get(m, "method") == "public/subscribe")
@@ -440,6 +467,19 @@ SPEC = rt.ExchangeSpec(
                 parse=rest_book_snapshot_parse,
             ),
         },
+    ),
+    instruments=rt.InstrumentsSpec(
+        endpoint="instruments",
+        requests=(
+            {"currency": "BTC", "expired": "false"},
+            {"currency": "ETH", "expired": "false"},
+            {"currency": "USDC", "expired": "false"},
+            {"currency": "USDT", "expired": "false"},
+        ),
+        each=instruments_each,
+        raw=instruments_raw,
+        canonical=instruments_canonical,
+        where=instruments_where,
     ),
     mock=rt.MockSpec(
         subscribe=mock_subscribe,

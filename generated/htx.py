@@ -77,6 +77,40 @@ def parse_book(m: Any, ts_recv: int, ctx: rt.Context) -> list[rt.Record]:
     ]
 
 
+def topic_book_mbp(raw: str, symbol: str) -> Any:
+    """The subscription topic of channel 'book_mbp' for one symbol."""
+    return "market." + raw + ".mbp.150"
+
+
+def parse_book_mbp(m: Any, ts_recv: int, ctx: rt.Context) -> list[rt.Record]:
+    """Records of channel 'book_mbp' (kind book) from one message."""
+    snap = rt.has(m, "rep")
+    t = m["data"] if rt.has(m, "rep") else m["tick"]
+    symbol_raw = (m["rep"] if snap else m["ch"]).split(".")[1]
+    return [
+        {
+            "exchange": EXCHANGE,
+            "channel": "book_mbp",
+            "symbol": SYMBOLS.canonical(symbol_raw),
+            "symbol_raw": symbol_raw,
+            "ts_exchange": rt.ts_ms(rt.get(m, "ts")) if rt.has(m, "ts") else None,
+            "ts_recv": ts_recv,
+            "seq": t["seqNum"],
+            "type": "snapshot" if snap else "delta",
+            "bids": rt.levels(rt.path(t, "bids") if rt.path(t, "bids") is not None else []),
+            "asks": rt.levels(rt.path(t, "asks") if rt.path(t, "asks") is not None else []),
+            "seq_first": None,
+            "prev_seq": None if snap else t["prevSeqNum"],
+            "checksum": None,
+        }
+    ]
+
+
+def request_book_mbp(raw: str, symbol: str, req_id: int) -> Any:
+    """The snapshot request of channel 'book_mbp' for one symbol."""
+    return {"req": "market." + raw + ".mbp.150", "id": str(req_id)}
+
+
 def topic_ticker(raw: str, symbol: str) -> Any:
     """The subscription topic of channel 'ticker' for one symbol."""
     return "market." + raw + ".bbo"
@@ -142,6 +176,7 @@ def subscribe_message(topics: list[Any], key: Any, req_id: int, symbols: list[st
 def route(m: Any, ctx: rt.Context) -> int:
     """Index into ROUTES of the first rule that matches ``m``, or -1 when none does."""
     _v1 = rt.get(m, "ch")
+    _v2 = rt.get(m, "rep")
     if rt.has(m, "ping"):
         return 0
     if rt.get(m, "status") == "error":
@@ -152,10 +187,12 @@ def route(m: Any, ctx: rt.Context) -> int:
         return 3
     if rt.ends_with(_v1, ".depth.step0"):
         return 4
-    if rt.ends_with(_v1, ".bbo"):
+    if rt.ends_with(_v1 if _v1 is not None else _v2 if _v2 is not None else "", ".mbp.150"):
         return 5
-    if rt.ends_with(_v1, ".kline.1min"):
+    if rt.ends_with(_v1, ".bbo"):
         return 6
+    if rt.ends_with(_v1, ".kline.1min"):
+        return 7
     return -1
 
 
@@ -221,6 +258,7 @@ ROUTES: tuple[rt.Route, ...] = (
     rt.Route("ack"),
     rt.Route("data", "trades", parse_trades),
     rt.Route("data", "book", parse_book),
+    rt.Route("data", "book_mbp", parse_book_mbp),
     rt.Route("data", "ticker", parse_ticker),
     rt.Route("data", "candles", parse_candles),
 )
@@ -237,7 +275,12 @@ SPEC = rt.ExchangeSpec(
             urls=("wss://api.huobi.pro/ws", "wss://api-aws.huobi.pro/ws"),
             compression="gzip",
             idle_timeout=30.0,
-        )
+        ),
+        "feed": rt.WsEndpointSpec(
+            urls=("wss://api.huobi.pro/feed", "wss://api-aws.huobi.pro/feed"),
+            compression="gzip",
+            idle_timeout=30.0,
+        ),
     },
     subscribe=rt.SubscribeSpec(
         mode="message", group="all", chunk=1, interval=0.0, message=subscribe_message
@@ -257,6 +300,20 @@ SPEC = rt.ExchangeSpec(
                 sequence="monotonic",
                 checksum="none",
                 depth=150,
+            ),
+        ),
+        "book_mbp": rt.ChannelSpec(
+            name="book_mbp",
+            kind="book",
+            endpoint="feed",
+            topic=topic_book_mbp,
+            sync=rt.BookSyncSpec(
+                snapshot="ws_request",
+                rest_endpoint=None,
+                sequence="prev_seq",
+                checksum="none",
+                depth=150,
+                request=request_book_mbp,
             ),
         ),
         "ticker": rt.ChannelSpec(

@@ -4,6 +4,7 @@ from runtime.convert import (
     ConversionError,
     dec,
     dec_abs,
+    dec_add,
     get,
     is_negative,
     levels,
@@ -14,6 +15,7 @@ from runtime.convert import (
     ts_ns,
     ts_s,
     ts_us,
+    ymd,
 )
 from runtime.expr import (
     coalesce,
@@ -33,6 +35,7 @@ from runtime.spec import (
     Context,
     ErrorSpec,
     ExchangeSpec,
+    InstrumentsSpec,
     KeepaliveSpec,
     LoginSpec,
     MockLoginSpec,
@@ -58,6 +61,7 @@ __all__ = [
     "ConversionError",
     "ErrorSpec",
     "ExchangeSpec",
+    "InstrumentsSpec",
     "KeepaliveSpec",
     "LoginSpec",
     "MockLoginSpec",
@@ -74,6 +78,7 @@ __all__ = [
     "coalesce",
     "dec",
     "dec_abs",
+    "dec_add",
     "ends_with",
     "get",
     "has",
@@ -91,4 +96,5 @@ __all__ = [
     "ts_ns",
     "ts_s",
     "ts_us",
+    "ymd",
 ]

@@ -8,11 +8,13 @@ I/O; :class:`LiveBooks` is the driver a live session uses (REST fetches, gap env
 
 Per symbol (``docs/order-books.md`` has the guarantees and each venue's rule):
 
-- **waiting**: no book. With ``snapshot = "rest"`` deltas are buffered (at most
-  ``BookOptions.max_buffer``) and the first one asks for a snapshot; with ``"first_message"``
-  deltas are discarded until a snapshot record arrives; with ``"every_message"`` every record
-  is a whole book. ``"ws_request"`` channels are not synced (the spec has no request message):
-  their records pass through unchanged.
+- **waiting**: no book. With ``snapshot = "rest"`` or ``"ws_request"`` deltas are buffered (at
+  most ``BookOptions.max_buffer``) and the first one asks for a snapshot (a REST call, or the
+  channel's ``request`` message sent on the connection, whose reply is a snapshot record of the
+  channel); with ``"first_message"`` deltas are discarded until a snapshot record arrives; with
+  ``"channel"`` likewise, the snapshots being the records of ``snapshot_channel`` (fed to this
+  channel's book too, and emitted again under this channel's name); with ``"every_message"``
+  every record is a whole book.
 - **snapshot** (seq ``L``): the book is replaced; a checksum on it is verified. Buffered deltas
   with ``seq <= L`` are stale and dropped; the first remaining one must connect to ``L``
   (``seq_first <= L + 1`` / ``prev_seq <= L`` / ``seq > L``), else the snapshot is too old and
@@ -31,7 +33,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import parse_qsl, urlsplit
@@ -77,13 +79,13 @@ class BookGap:
 
 @dataclass(frozen=True)
 class SnapshotRequest:
-    """A fresh snapshot is needed: from REST (``rest``) or by subscribing again
-    (``first_message``)."""
+    """A fresh snapshot is needed: from REST (``rest``), by a request message on the connection
+    (``ws_request``) or by subscribing again (``first_message``)."""
 
     channel: str
     symbol: str
     symbol_raw: str
-    source: Literal["first_message", "rest"]
+    source: Literal["first_message", "rest", "ws_request"]
     endpoint: str | None
     retry: bool
     """The previous snapshot was too old or failed its checksum (fetch after a pause)."""
@@ -185,7 +187,7 @@ class BookSync:
         if self.state == _SYNCED:
             return self._delta(rec, rule)
         stats = self.owner.stats
-        if rule.snapshot == "rest":
+        if rule.snapshot in ("rest", "ws_request"):
             buffer = self.buffer
             if len(buffer) >= self.owner.options.max_buffer:
                 buffer.popleft()
@@ -409,24 +411,24 @@ class BookSync:
         self.first_pending = False
         self.book.clear()
         self.buffer.clear()
-        if keep and rule.snapshot == "rest" and rec["type"] != "snapshot":
+        if keep and rule.snapshot in ("rest", "ws_request") and rec["type"] != "snapshot":
             self.buffer.append(rec)
         if not self.requested:  # a snapshot that failed: the next one after a pause
             self._request(rule, retry=rec["type"] == "snapshot")
 
     def _request(self, rule: BookSyncSpec, *, retry: bool) -> None:
-        if rule.snapshot not in ("rest", "first_message"):
-            return  # every_message: the next record is a whole book
+        if rule.snapshot == "every_message":
+            return  # the next record is a whole book
         self.requested = True
         self.owner.stats.snapshot_requests += 1
+        source: Literal["first_message", "rest", "ws_request"] = "first_message"
+        if rule.snapshot in ("rest", "ws_request"):
+            source = rule.snapshot
+        # "channel": the snapshot channel is resubscribed with the rest (its snapshots can be
+        # far apart)
         self.owner.requests.append(
             SnapshotRequest(
-                self.channel,
-                self.symbol,
-                self.symbol_raw,
-                "rest" if rule.snapshot == "rest" else "first_message",
-                rule.rest_endpoint,
-                retry,
+                self.channel, self.symbol, self.symbol_raw, source, rule.rest_endpoint, retry
             )
         )
 
@@ -437,21 +439,27 @@ class BookSyncs:
     After :meth:`feed` / :meth:`snapshot`, read and clear :attr:`gaps` and :attr:`requests`.
     """
 
-    def __init__(self, spec: ExchangeSpec, options: BookOptions | None = None) -> None:
+    def __init__(
+        self,
+        spec: ExchangeSpec,
+        options: BookOptions | None = None,
+        *,
+        subscribed: frozenset[str] | None = None,
+    ) -> None:
+        """``subscribed``: the channels collected (None: all), so that a snapshot channel
+        starts only the books of channels that are collected too."""
         self.exchange = spec.id
         self.options = options or BookOptions()
         self.rules: dict[str, BookSyncSpec] = {}
-        self.unsupported: dict[str, BookSyncSpec] = {}
-        """Channels whose snapshot must be requested over the WebSocket (``ws_request``): the
-        spec has no request message, so their records pass through without a book."""
+        self.sources: dict[str, list[str]] = {}
+        """Snapshot channel -> the channels (``snapshot = "channel"``) its records start."""
         for name, ch in spec.channels.items():
-            if ch.sync is None:
-                continue
-            if ch.sync.snapshot == "ws_request":
-                self.unsupported[name] = ch.sync
-            else:
+            if ch.sync is not None:
                 self.rules[name] = ch.sync
-        self.channels = frozenset(self.rules)
+                source = ch.sync.snapshot_channel
+                if source is not None and (subscribed is None or name in subscribed):
+                    self.sources.setdefault(source, []).append(name)
+        self.channels = frozenset(self.rules) | frozenset(self.sources)
         self.checksums: dict[str, tuple[ChecksumFn, int]] = {}
         for name, rule in self.rules.items():
             check = checksum_rule(rule.checksum, rule.checksum_depth)
@@ -474,13 +482,27 @@ class BookSyncs:
         return sync
 
     def feed(self, channel: str, records: list[Record]) -> list[Record]:
-        """Stream records of a channel with sync rules; returns those to emit, in order."""
-        if len(records) == 1:
-            rec = records[0]
-            return self._sync(channel, rec).on_record(rec)
-        out: list[Record] = []
+        """Stream records of a channel of :attr:`channels`; returns those to emit, in order.
+
+        Records of a snapshot channel also start the books of the channels taking their
+        snapshots from it: each is emitted again as a snapshot record of that channel.
+        """
+        targets = self.sources.get(channel)
+        if targets is None:
+            if len(records) == 1:
+                rec = records[0]
+                return self._sync(channel, rec).on_record(rec)
+            out: list[Record] = []
+            for rec in records:
+                out.extend(self._sync(channel, rec).on_record(rec))
+            return out
+        own = channel in self.rules
+        out = []
         for rec in records:
-            out.extend(self._sync(channel, rec).on_record(rec))
+            out.extend(self._sync(channel, rec).on_record(rec) if own else [rec])
+            for target in targets:
+                copy = {**rec, "channel": target, "type": "snapshot"}
+                out.extend(self._sync(target, copy).on_snapshot(copy))
         return out
 
     def snapshot(self, channel: str, records: list[Record]) -> list[Record]:
@@ -563,6 +585,8 @@ class BookCounters(Protocol):
 
 
 Emit = Callable[[list[Envelope]], Awaitable[None]]
+SendRequest = Callable[[Callable[[int], Any]], Awaitable[None]]
+"""Sends ``build(req_id)`` on the connection, ``req_id`` being a fresh id of the session."""
 
 
 class LiveBooks:
@@ -570,10 +594,11 @@ class LiveBooks:
 
     :meth:`process` runs the sync on a frame's records and handles its events: gaps become gap
     envelopes, REST snapshot requests become fetch tasks (through ``rest``, or a client of its
-    own made from ``spec.rest`` per connection), and a resync of a ``first_message`` channel sets
-    :attr:`reconnect` — the spec has no per-channel unsubscribe, so the session resubscribes
-    by reconnecting. Call :meth:`connected` when a connection starts and :meth:`disconnected`
-    when it ends.
+    own made from ``spec.rest`` per connection), ``ws_request`` snapshot requests are sent on
+    the connection (again after ``request_timeout`` without a snapshot), and a resync of a
+    ``first_message`` or ``channel`` channel sets :attr:`reconnect` — the spec has no
+    per-channel unsubscribe, so the session resubscribes by reconnecting. Call
+    :meth:`connected` when a connection starts and :meth:`disconnected` when it ends.
     """
 
     def __init__(
@@ -588,29 +613,28 @@ class LiveBooks:
         options: BookOptions | None = None,
         retry_delay: float = 1.0,
         max_retry_delay: float = 30.0,
+        request_timeout: float = 10.0,
+        subscribed: frozenset[str] | None = None,
     ) -> None:
         self.spec = spec
         self.instance = instance
         self.connection = connection
         self.counters = counters
         self.emit = emit
-        self.syncs = BookSyncs(spec, options)
+        self.syncs = BookSyncs(spec, options, subscribed=subscribed)
         self.channels = self.syncs.channels
         self.kinds = {name: spec.channels[name].kind for name in self.channels}
         self.reconnect = False
         self.retry_delay = retry_delay
         self.max_retry_delay = max_retry_delay
+        self.request_timeout = request_timeout
         self._shared_rest = rest
         self._own_rest: RestClient | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._requests: dict[tuple[str, str], asyncio.Task[None]] = {}
+        """The running ``ws_request`` task of each (channel, symbol)."""
+        self._send: SendRequest | None = None
         self._epoch = 0
-        for name in sorted(self.syncs.unsupported):
-            log.warning(
-                "%s: channel %s takes its snapshot from a WebSocket request, which the runtime "
-                "cannot send: its records pass through without book sync",
-                connection,
-                name,
-            )
 
     @classmethod
     def for_plan(
@@ -624,22 +648,25 @@ class LiveBooks:
         **kwargs: Any,
     ) -> LiveBooks | None:
         """A driver when one of ``channels`` has sync rules, else None (no cost at all)."""
-        rules = [spec.channels[c].sync for c in sorted(channels) if c in spec.channels]
-        if not any(r is not None and r.snapshot != "ws_request" for r in rules):
+        if not any(c in spec.channels and spec.channels[c].sync is not None for c in channels):
             return None
+        kwargs.setdefault("subscribed", frozenset(channels))
         return cls(spec, instance, connection, counters, emit, **kwargs)
 
     # -- life cycle ---------------------------------------------------------------------------
-    def connected(self) -> None:
-        """A new connection: every book waits for a fresh snapshot."""
+    def connected(self, send: SendRequest | None = None) -> None:
+        """A new connection (``send``: how to send a snapshot request on it): every book waits
+        for a fresh snapshot."""
         self._epoch += 1
         self.reconnect = False
+        self._send = send
         self._cancel()
         self.syncs.reset()
         self.syncs.requests.clear()
 
     async def disconnected(self) -> None:
         """The connection ended: stop snapshot fetches, close the REST client made here."""
+        self._send = None
         self._cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -651,6 +678,7 @@ class LiveBooks:
     def _cancel(self) -> None:
         for task in self._tasks:
             task.cancel()
+        self._requests.clear()
 
     # -- records --------------------------------------------------------------------------------
     async def process(self, channel: str, records: list[Record]) -> list[Record]:
@@ -691,16 +719,63 @@ class LiveBooks:
             )
         for req in requests:
             if req.source == "rest":
-                task = asyncio.create_task(self._fetch(req, self._epoch))
-                self._tasks.add(task)
-                task.add_done_callback(self._done)
+                self._spawn(self._fetch(req, self._epoch))
+            elif req.source == "ws_request":
+                key = (req.channel, req.symbol)
+                previous = self._requests.get(key)
+                if previous is not None:  # one request task per book
+                    previous.cancel()
+                self._requests[key] = self._spawn(self._ws_request(req, self._epoch))
             else:
                 self.reconnect = True
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("%s: snapshot fetch failed", self.connection, exc_info=task.exception())
+
+    async def _ws_request(self, req: SnapshotRequest, epoch: int) -> None:
+        """Send the channel's snapshot request; again (backing off) while no snapshot came.
+
+        The reply is a record of the channel like any other: the sync takes it as the snapshot
+        (its ``requested`` flag drops), and a snapshot too old for the buffer asks anew.
+        """
+        from runtime.transport import TransportClosed
+
+        sync_rule = self.spec.channels[req.channel].sync
+        build = sync_rule.request if sync_rule is not None else None
+        if build is None:
+            log.error("%s: channel %s has no snapshot request", self.connection, req.channel)
+            return
+        delay = self.retry_delay if req.retry else 0.0
+        while True:
+            if delay:
+                await asyncio.sleep(delay)
+            delay = min(self.max_retry_delay, max(delay * 2, self.retry_delay))
+            send = self._send
+            if epoch != self._epoch or send is None:
+                return
+            try:
+                await send(lambda req_id: build(req.symbol_raw, req.symbol, req_id))
+            except TransportClosed:
+                return  # the session sees the closed connection and reconnects
+            await asyncio.sleep(self.request_timeout)
+            sync = self.syncs.get(req.channel, req.symbol)
+            if epoch != self._epoch or sync is None or not sync.requested:
+                return
+            log.warning(
+                "%s: no snapshot of %s %s %.0fs after the request; asking again",
+                self.connection,
+                req.channel,
+                req.symbol,
+                self.request_timeout,
+            )
 
     def _client(self) -> RestClient:
         if self._shared_rest is not None:

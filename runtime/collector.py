@@ -97,7 +97,7 @@ class Collector:
         """A REST client for exchanges that need a REST call before connecting."""
         if spec.bootstrap is None or spec.rest is None:
             return None
-        client = RestClient(spec.rest, transport=self.rest_transport)
+        client = RestClient(spec.rest, signing=spec.signing, transport=self.rest_transport)
         self._clients.append(client)
         return client
 

@@ -668,13 +668,20 @@ def _unknown_exchange(name: str, known: Iterable[str]) -> str:
 
 def default_channels(spec: ExchangeSpec) -> list[str]:
     """The channels collected when none are named: every channel except the private ones
-    (channels on an endpoint that needs a ``[websocket.login]``, i.e. credentials)."""
-    login = spec.login
-    return [
-        name
-        for name, ch in spec.channels.items()
-        if login is None or ch.endpoint not in login.endpoints
-    ]
+    (channels on an endpoint that needs credentials: a ``[websocket.login]``, or a bootstrap
+    call that is ``signed`` or carries the ``api_key``)."""
+    return [name for name, ch in spec.channels.items() if not needs_credentials(spec, ch.endpoint)]
+
+
+def needs_credentials(spec: ExchangeSpec, endpoint: str) -> bool:
+    """Does connecting to WebSocket ``endpoint`` need the credentials of ``[signing]``?"""
+    if spec.login is not None and endpoint in spec.login.endpoints:
+        return True
+    boot = spec.bootstrap
+    if boot is None or not boot.covers(endpoint) or spec.rest is None:
+        return False
+    call = spec.rest.endpoints.get(boot.endpoint)
+    return call is not None and (call.signed or call.api_key)
 
 
 def _unknown_channel(exchange: str, channel: str, spec: ExchangeSpec) -> str:
@@ -861,6 +868,14 @@ def _check_instance(
                 f"symbol_map_file '{symbol_map}' does not exist (looked for {path}); the "
                 "descriptor's symbol rules apply unchanged",
             )
+        else:
+            from runtime.symbolmap import SymbolMapError, load_symbol_map
+
+            try:
+                load_symbol_map(path)
+            except SymbolMapError as exc:
+                for diagnostic in exc.diagnostics:
+                    rep.direct(diagnostic)
 
 
 def _check_raw(data: Mapping[str, Any], base: Path, specs: _Specs, rep: _Reporter) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final
 
@@ -18,6 +18,7 @@ __all__ = [
     "ConversionError",
     "dec",
     "dec_abs",
+    "dec_add",
     "get",
     "is_negative",
     "levels",
@@ -28,6 +29,7 @@ __all__ = [
     "ts_ns",
     "ts_s",
     "ts_us",
+    "ymd",
 ]
 
 
@@ -100,6 +102,12 @@ def dec_abs(x: object) -> str:
     """Return :func:`dec` of ``x`` without a leading minus sign."""
     s = dec(x)
     return s[1:] if s[0] == "-" else s
+
+
+def dec_add(x: object, y: object) -> str:
+    """The exact sum of two decimals as a plain decimal string (e.g. free + locked)."""
+    total = Decimal(dec(x)) + Decimal(dec(y))
+    return format(total, "f")
 
 
 def is_negative(x: object) -> bool:
@@ -202,6 +210,16 @@ def _str_ts(s: str, exp10: int, name: str) -> int:
         kept = digits[:shift]  # truncate sub-nanosecond digits toward zero
         value = int(kept) if kept else 0
     return -value if sign else value
+
+
+def ymd(ns: object) -> str:
+    """Int ns since the epoch -> its UTC date as ``YYYYMMDD`` (expiry dates of symbols)."""
+    if type(ns) is not int:
+        raise ConversionError(f"ymd: expected int ns, got {type(ns).__name__}: {_show(ns)}")
+    try:
+        return datetime.fromtimestamp(ns // 1_000_000_000, tz=UTC).strftime("%Y%m%d")
+    except (OverflowError, OSError, ValueError) as exc:
+        raise ConversionError(f"ymd: timestamp out of range: {ns}: {exc}") from None
 
 
 def ts_iso(x: object) -> int:

@@ -1,4 +1,5 @@
-"""A small HTTP/1.1 server on asyncio streams and h11 (keep-alive, GET/HEAD-style handlers).
+"""A small HTTP/1.1 server on asyncio streams and h11 (keep-alive; handlers see the method,
+target and ``Accept``, or the whole request with its body).
 
 Shared by the mock exchange's REST side and the /healthz + /metrics endpoints.
 """
@@ -9,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import h11
@@ -22,11 +24,25 @@ Response = tuple[int, str, bytes]
 Handler = Callable[[str, str, str], Response]
 """``handler(method, target, accept) -> response``."""
 
+
+@dataclass(frozen=True)
+class HttpRequest:
+    """One request as a ``request_handler`` sees it (header names lower-case)."""
+
+    method: str
+    target: str
+    headers: dict[str, str]
+    body: bytes
+
+
+RequestHandler = Callable[[HttpRequest], Response]
+
 _JSON = "application/json"
 
 
 class H11Server:
-    """Answers every request through ``handler``; request bodies are read and discarded.
+    """Answers every request through ``handler`` (request bodies are read and discarded) or,
+    when given instead, ``request_handler`` (bodies up to ``max_request_bytes``; larger: 413).
 
     ``idle_timeout`` closes keep-alive connections that stay silent that long (None: never);
     ``grace`` is how long :meth:`stop` lets open requests finish before cancelling them. A
@@ -35,14 +51,18 @@ class H11Server:
 
     def __init__(
         self,
-        handler: Handler,
+        handler: Handler | None = None,
         *,
+        request_handler: RequestHandler | None = None,
         max_request_bytes: int = 1 << 20,
         idle_timeout: float | None = None,
         grace: float = 0.0,
         extra_headers: Sequence[tuple[bytes, bytes]] = (),
     ) -> None:
+        if (handler is None) == (request_handler is None):
+            raise ValueError("H11Server needs exactly one of handler and request_handler")
         self.handler = handler
+        self.request_handler = request_handler
         self.max_request_bytes = max_request_bytes
         self.idle_timeout = idle_timeout
         self.grace = grace
@@ -107,13 +127,24 @@ class H11Server:
                 return
             if not isinstance(request, h11.Request):
                 return  # ConnectionClosed or PAUSED
-            while not isinstance(await next_event(), h11.EndOfMessage):
-                pass  # discard a request body
+            payload = bytearray()
+            while not isinstance(event := await next_event(), h11.EndOfMessage):
+                if self.request_handler is None or not isinstance(event, h11.Data):
+                    continue  # a plain handler never sees the body: discarded
+                if len(payload) <= self.max_request_bytes:  # past the limit: read, not kept
+                    payload += event.data
             method = request.method.decode("ascii", "replace")
             target = request.target.decode("ascii", "replace")
-            accept = next((v for k, v in request.headers if k == b"accept"), b"")
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in request.headers}
             try:
-                response = self.handler(method, target, accept.decode("latin-1"))
+                if self.request_handler is None:
+                    assert self.handler is not None
+                    response = self.handler(method, target, headers.get("accept", ""))
+                elif len(payload) > self.max_request_bytes:
+                    response = 413, _JSON, b'{"error": "request body too large"}'
+                else:
+                    req = HttpRequest(method, target, headers, bytes(payload))
+                    response = self.request_handler(req)
             except Exception as exc:  # a bug must not take the server down: 500 and a log line
                 log.exception("http: %s %s failed", method, target)
                 response = 500, _JSON, orjson.dumps({"error": repr(exc)})

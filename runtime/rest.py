@@ -17,8 +17,8 @@ import orjson
 
 from runtime.patterns import compile_template
 from runtime.ratelimit import Clock, Sleep, WeightLimiter
-from runtime.signing import REDACTED, Signer, encode_query, param_pairs
-from runtime.spec import BootstrapSpec, RestEndpointSpec, RestSpec
+from runtime.signing import REDACTED, Signer, encode_query, param_pairs, rest_signer
+from runtime.spec import BootstrapSpec, RestEndpointSpec, RestSpec, SigningSpec
 
 RETRY_STATUSES = frozenset({418, 429})
 """Rate-limit answers retried after a backoff (or ``Retry-After``); 5xx is retried too."""
@@ -65,6 +65,16 @@ class RestReply:
     query: Mapping[str, str] = field(default_factory=dict)
     """The request's parameters as strings, path placeholders included: a REST parse's
     ``query``."""
+
+
+@dataclass(frozen=True)
+class BootstrapReply:
+    """What a bootstrap call gives: the URL to connect to, the client ping interval (None:
+    the descriptor's), and the decoded reply (keep-alive parameters are built from it)."""
+
+    url: str
+    ping_interval: float | None
+    body: Any
 
 
 @dataclass
@@ -133,6 +143,7 @@ class RestClient:
         spec: RestSpec,
         *,
         signer: Signer | None = None,
+        signing: SigningSpec | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         limiter: WeightLimiter | None = None,
         max_retries: int = 5,
@@ -153,6 +164,8 @@ class RestClient:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
         self.spec = spec
         self.signer = signer
+        self._signing = signing
+        """Where credentials come from when a call first needs them (``signer`` unset)."""
         if limiter is None and spec.rate_limit_weight and spec.rate_limit_seconds:
             limiter = WeightLimiter(
                 spec.rate_limit_weight, spec.rate_limit_seconds, clock=clock, sleep=sleep
@@ -214,8 +227,12 @@ class RestClient:
     ) -> RestReply:
         """Call one endpoint; ``params`` override the endpoint's own ``params(raw, symbol)``."""
         ep = self.endpoint(endpoint_name)
-        if ep.signed and self.signer is None:
-            raise ValueError(f"REST endpoint {ep.name!r} is signed but the client has no signer")
+        if (ep.signed or ep.api_key) and self.signer is None:
+            if self._signing is None:
+                raise ValueError(
+                    f"REST endpoint {ep.name!r} needs credentials but the client has no signer"
+                )
+            self.signer = rest_signer(self._signing)  # SigningError names the missing env var
         merged: dict[str, Any] = {}
         if ep.params is not None:
             merged.update(ep.params(raw or "", symbol or ""))
@@ -289,11 +306,12 @@ class RestClient:
             self.stats.retries += 1
             await self._sleep(delay if delay is not None else self._backoff(attempt))
 
-    async def bootstrap(self, spec: BootstrapSpec) -> tuple[str, float | None]:
-        """Call the bootstrap endpoint; return the URL to connect to and the ping interval."""
+    async def bootstrap(self, spec: BootstrapSpec, base: str = "") -> BootstrapReply:
+        """Call the bootstrap endpoint: the URL to connect to (``base`` is the endpoint's own
+        URL), the ping interval, and the reply (for keep-alive calls)."""
         reply = await self.call(spec.endpoint)
         try:
-            url = spec.url(reply.body)
+            url = spec.url(reply.body, base)
             ping = spec.ping_interval(reply.body) if spec.ping_interval is not None else None
             ping_interval = float(ping) if ping is not None else None
         except _BOOTSTRAP_ERRORS as exc:
@@ -305,7 +323,23 @@ class RestClient:
                 body_excerpt=self._excerpt(repr(reply.body)),
                 attempts=reply.attempts,
             ) from None
-        return url, ping_interval
+        return BootstrapReply(url, ping_interval, reply.body)
+
+    async def keepalive(self, spec: BootstrapSpec, bootstrap_reply: Any) -> RestReply:
+        """The bootstrap's keep-alive call, with parameters built from its reply."""
+        assert spec.keepalive_endpoint is not None
+        params = None
+        if spec.keepalive_params is not None:
+            try:
+                params = spec.keepalive_params(bootstrap_reply)
+            except _BOOTSTRAP_ERRORS as exc:
+                raise RestError(
+                    f"keep-alive parameters of {spec.keepalive_endpoint!r}: the bootstrap reply "
+                    f"lacks what the descriptor reads ({type(exc).__name__}: {exc})",
+                    status=None,
+                    url=self.base_url,
+                ) from None
+        return await self.call(spec.keepalive_endpoint, params=params)
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -326,6 +360,8 @@ class RestClient:
             headers.update(signed.headers)
         else:
             query = encode_query(pairs)
+            if ep.api_key and self.signer is not None:
+                headers.update(self.signer.key_headers())
         url = self.base_url + path + (f"?{query}" if query else "")
         return self._client.build_request(
             method, url, headers=headers, content=body.encode() if body else None

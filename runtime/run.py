@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 from collections.abc import AsyncIterator
@@ -12,6 +13,13 @@ from pathlib import Path
 
 from runtime.captures import FIXTURE_CAPTURES, find_capture
 from runtime.collector import Collector, Instance
+from runtime.instruments import (
+    SymbolReport,
+    descriptor_map_file,
+    normalize_symbols,
+    prepare_symbols,
+    read_symbol_maps,
+)
 from runtime.mock import MockExchange, MockOptions
 from runtime.ops import Ops, OpsSettings
 from runtime.pipeline import Pipeline
@@ -31,6 +39,8 @@ class PlannedInstance:
     spec: ExchangeSpec
     symbols: list[str]
     channels: list[str]
+    symbol_map_file: Path | None = None
+    """The instance's symbol map file (collector.toml); applied after the descriptor's."""
 
 
 @dataclass
@@ -50,6 +60,8 @@ class RunSettings:
     ops: OpsSettings = field(default_factory=OpsSettings)
     shutdown_timeout: float | None = None
     """Seconds allowed to flush after the run ends (None: as long as it takes)."""
+    instruments: bool = True
+    """Load each exchange's instrument list (``[symbols.instruments]``) at startup."""
 
 
 class FlushIncomplete(Exception):
@@ -72,6 +84,8 @@ class InstanceSummary:
     malformed: int
     reconnects: int
     gaps: int
+    symbols: SymbolReport | None = None
+    """How the exchange's symbol overrides were loaded (shared by its instances)."""
 
 
 def capture_for(settings: RunSettings, exchange: str, aliases: tuple[str, ...] = ()) -> Path | None:
@@ -104,6 +118,42 @@ async def mocks_for(
             await mock.stop()
 
 
+def symbol_maps(plans: list[PlannedInstance]) -> dict[str, list[tuple[Path, dict[str, str]]]]:
+    """Per exchange, the symbol map files to apply and their entries: the descriptor's, then
+    each instance's (in plan order). Raises ``SymbolMapError`` for a bad file."""
+    files: dict[str, list[Path]] = {}
+    for plan in plans:
+        paths = files.setdefault(plan.spec.id, [])
+        own = descriptor_map_file(plan.spec)
+        if not paths and own is not None:
+            paths.append(own)
+        if plan.symbol_map_file is not None and plan.symbol_map_file not in paths:
+            paths.append(plan.symbol_map_file)
+    return {exchange: read_symbol_maps(paths) for exchange, paths in files.items()}
+
+
+async def _prepare_symbols(
+    plans: list[PlannedInstance],
+    maps: dict[str, list[tuple[Path, dict[str, str]]]],
+    mocks: dict[str, MockExchange],
+    settings: RunSettings,
+) -> dict[str, SymbolReport]:
+    """Load every exchange's symbol overrides once (instrument list, then map files)."""
+    reports: dict[str, SymbolReport] = {}
+    for plan in plans:
+        spec = plan.spec
+        if spec.id in reports:
+            continue
+        client_spec = mocks[spec.id].client_spec() if spec.id in mocks else spec
+        if not settings.instruments:
+            client_spec = dataclasses.replace(client_spec, instruments=None)
+        report = await prepare_symbols(client_spec, maps.get(spec.id, []))
+        reports[spec.id] = report
+        if report.requests or report.files:
+            log.info("%s", report.summary())
+    return reports
+
+
 def capture_symbols(mock: MockExchange, channels: list[str]) -> list[str]:
     """Canonical symbols the mock's capture has data for, on any of ``channels``."""
     raws = {raw for channel, raw in mock.capture.pairs() if channel in channels}
@@ -121,14 +171,17 @@ async def execute(
         flush_interval=settings.flush_interval,
         queue_batches=settings.queue_batches,
     )
+    maps = symbol_maps(plans)
     async with contextlib.AsyncExitStack() as stack:
+        stack.callback(_reset_symbols, plans)
         mocks: dict[str, MockExchange] = {}
         if settings.mock:
             mocks = await stack.enter_async_context(mocks_for(plans, settings))
+        reports = await _prepare_symbols(plans, maps, mocks, settings)
         instances = []
         for plan in plans:
             spec = plan.spec
-            symbols = plan.symbols
+            symbols = normalize_symbols(spec.symbols, plan.symbols)
             if spec.id in mocks:
                 spec = mocks[spec.id].client_spec()
             if not symbols:  # e.g. a shard that owns none of the instance's symbols
@@ -157,10 +210,16 @@ async def execute(
                     loop.remove_signal_handler(sig)
     if collector.unflushed:
         raise FlushIncomplete(collector.unflushed, settings.shutdown_timeout)
-    return [_summary(inst) for inst in collector.instances]
+    return [_summary(inst, reports.get(inst.spec.id)) for inst in collector.instances]
 
 
-def _summary(inst: Instance) -> InstanceSummary:
+def _reset_symbols(plans: list[PlannedInstance]) -> None:
+    """Drop the run's symbol overrides (the mappers are module-wide)."""
+    for plan in plans:
+        plan.spec.symbols.reset_overrides()
+
+
+def _summary(inst: Instance, symbols: SymbolReport | None = None) -> InstanceSummary:
     stats = [s.stats for s in inst.sessions]
     return InstanceSummary(
         name=inst.name,
@@ -171,4 +230,5 @@ def _summary(inst: Instance) -> InstanceSummary:
         malformed=sum(s.malformed for s in stats),
         reconnects=sum(sum(s.reconnects.values()) for s in stats),
         gaps=sum(s.gaps for s in stats),
+        symbols=symbols,
     )

@@ -28,12 +28,16 @@ from runtime.subscriptions import (
     AckTracker,
     ConnectionPlan,
     SubscribeRejected,
+    needs_subscribing,
     subscribe_messages,
     topics_of,
 )
 from runtime.transport import Connection, Transport, TransportClosed, TransportError
 
 log = logging.getLogger("mdgen.session")
+
+RETIRE_MARGIN = 60.0
+"""Seconds before an endpoint's ``max_lifetime`` at which the session reconnects itself."""
 
 State = Literal["starting", "subscribing", "streaming", "reconnecting", "failed", "stopped"]
 
@@ -75,6 +79,8 @@ class SessionStats:
     book_resyncs: int = 0
     checksum_failures: int = 0
     checksum_ok: int = 0
+    keepalive_calls: int = 0
+    keepalive_failures: int = 0
     last_message: float = 0.0  # time.monotonic() of the last frame
 
 
@@ -115,6 +121,11 @@ class Session:
         self._gap_reason = ""
         self._ids = itertools.count(1)
         self._ping_interval: float | None = None  # from a bootstrap reply, else the descriptor
+        boot = spec.bootstrap
+        self._bootstraps = boot is not None and boot.covers(plan.endpoint)
+        self._bootstrap_reply: Any = None
+        self._cancel_reason = "idle"
+        """Why the reader was cancelled (the idle watchdog or a failed keep-alive)."""
         self._signer = signer
         login = spec.login
         self._needs_login = login is not None and plan.endpoint in login.endpoints
@@ -142,7 +153,12 @@ class Session:
         url_index = 0
         while not stop.is_set():
             try:
-                url = await self._bootstrap() if self.spec.bootstrap else self._url(url_index)
+                url = await self._bootstrap(url_index) if self._bootstraps else self._url(url_index)
+            except SigningError as exc:
+                self.state = "failed"
+                self.error = f"bootstrap: {exc}"
+                log.error("%s: %s", self.plan.name, self.error)
+                return
             except RestError as exc:
                 self.stats.connect_failures += 1
                 self._mark_gap("bootstrap_failed")
@@ -193,14 +209,16 @@ class Session:
             attempt += 1
         self.state = "stopped"
 
-    async def _bootstrap(self) -> str:
+    async def _bootstrap(self, url_index: int) -> str:
         """A REST call before each connection gives the URL (and the ping interval)."""
         boot = self.spec.bootstrap
         assert boot is not None
         assert self.rest is not None, "the collector gives bootstrap exchanges a REST client"
-        url, ping_interval = await self.rest.bootstrap(boot)
-        self._ping_interval = ping_interval
-        return url
+        urls = self.plan.urls
+        reply = await self.rest.bootstrap(boot, urls[url_index % len(urls)])
+        self._ping_interval = reply.ping_interval
+        self._bootstrap_reply = reply.body
+        return reply.url
 
     def _url(self, index: int) -> str:
         urls = self.plan.urls
@@ -228,9 +246,15 @@ class Session:
         tracker = AckTracker(self.spec, time.monotonic)
         self.stats.last_message = time.monotonic()
         reader = asyncio.create_task(self._read(conn, ctx, tracker))
+        self._cancel_reason = "idle"
         helpers = [asyncio.create_task(self._watch_idle(conn, reader))]
         if self.spec.keepalive.client_ping is not None:
             helpers.append(asyncio.create_task(self._client_pings(conn)))
+        boot = self.spec.bootstrap
+        if self._bootstraps and boot is not None and boot.keepalive_endpoint is not None:
+            helpers.append(asyncio.create_task(self._bootstrap_keepalive(reader)))
+        if self.endpoint.max_lifetime is not None:
+            helpers.append(asyncio.create_task(self._retire(reader, self.endpoint.max_lifetime)))
         stopper = asyncio.create_task(stop.wait())
         try:
             if not await self._send_on_connect(conn):
@@ -240,7 +264,9 @@ class Session:
                 failed = await self._login(conn, reader, stopper)
                 if failed is not None:
                     return failed
-            if self.spec.subscribe.mode == "message":
+            if self.spec.subscribe.mode == "message" and needs_subscribing(
+                self.spec, self.plan.subscriptions
+            ):
                 self.state = "subscribing"
                 sub = asyncio.create_task(self._subscribe(conn, tracker))
                 await asyncio.wait({sub, reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -275,10 +301,9 @@ class Session:
             if self._books is not None:
                 await self._books.disconnected()
 
-    @staticmethod
-    def _reader_reason(reader: asyncio.Task[str]) -> str:
+    def _reader_reason(self, reader: asyncio.Task[str]) -> str:
         if reader.cancelled():
-            return "idle"
+            return self._cancel_reason
         exc = reader.exception()
         if exc is None:
             return reader.result()
@@ -365,7 +390,8 @@ class Session:
 
     async def _subscribe(self, conn: Connection, tracker: AckTracker) -> None:
         spec = self.spec
-        messages = subscribe_messages(spec, list(self.plan.subscriptions), lambda: next(self._ids))
+        subs = needs_subscribing(spec, self.plan.subscriptions)
+        messages = subscribe_messages(spec, subs, lambda: next(self._ids))
         rate = self.endpoint.max_outbound_per_second
         gap_s = max(spec.subscribe.interval, 1.0 / rate if rate else 0.0)
         waits: list[tuple[Any, asyncio.Future[AckResult]]] = []
@@ -403,6 +429,31 @@ class Session:
             await conn.send(_encode(ka.client_ping(next(self._ids))))
             self.stats.client_pings += 1
 
+    async def _bootstrap_keepalive(self, reader: asyncio.Task[str]) -> None:
+        """Repeat the bootstrap's keep-alive call; when one fails for good the connection ends
+        (``keepalive_failed``) and the next connect bootstraps afresh."""
+        boot = self.spec.bootstrap
+        assert boot is not None and boot.keepalive_interval is not None and self.rest is not None
+        while True:
+            await asyncio.sleep(boot.keepalive_interval)
+            try:
+                await self.rest.keepalive(boot, self._bootstrap_reply)
+            except RestError as exc:
+                self.stats.keepalive_failures += 1
+                log.warning("%s: keep-alive failed, reconnecting: %s", self.plan.name, exc)
+                self._cancel_reason = "keepalive_failed"
+                reader.cancel()
+                return
+            self.stats.keepalive_calls += 1
+
+    async def _retire(self, reader: asyncio.Task[str], max_lifetime: float) -> None:
+        """End the connection shortly before the exchange would (``max_lifetime``): reason
+        ``max_lifetime``, then the usual reconnect with a short delay and a gap record."""
+        await asyncio.sleep(max(max_lifetime - min(RETIRE_MARGIN, max_lifetime / 10), 0.0))
+        log.info("%s: max_lifetime %.0fs reached; reconnecting", self.plan.name, max_lifetime)
+        self._cancel_reason = "max_lifetime"
+        reader.cancel()
+
     async def _watch_idle(self, conn: Connection, reader: asyncio.Task[str]) -> None:
         """A feed silent for ``idle_timeout`` is treated as dead: the reader is stopped."""
         idle = self.endpoint.idle_timeout
@@ -424,8 +475,8 @@ class Session:
         instance = self.instance
         recv = conn.recv
         books = self._books
-        if books is not None:
-            books.connected()
+        if books is not None:  # snapshot requests go out on this connection, with fresh ids
+            books.connected(lambda build: conn.send(_encode(build(next(self._ids)))))
         while True:
             frame = await recv()
             stats.last_message = time.monotonic()

@@ -88,6 +88,10 @@ class SigningParams:
     login_method: str = "GET"
     login_path: str = "/users/self/verify"
     login_timestamp_format: TimestampFormat = "s"
+    login_payload: Callable[[str, str | None, str], Any] | None = None
+    """``(api_key, passphrase, timestamp) -> text`` the login signs, instead of
+    ``timestamp + login_method + login_path``."""
+    login_encoding: Literal["base64", "hex"] = "base64"
 
 
 @dataclass(frozen=True)
@@ -205,6 +209,10 @@ class Signer:
                 text = text.replace(secret.reveal(), REDACTED)
         return text
 
+    def key_headers(self) -> dict[str, str]:
+        """Headers of a request that carries the API key but no signature."""
+        return {self.params.key_header: self._key.reveal(), **self.params.extra_headers}
+
     # -- requests ---------------------------------------------------------------------------
 
     def sign(
@@ -291,17 +299,25 @@ class Signer:
         """Variables of a descriptor's login message: api_key, passphrase (None when the
         signing section names no passphrase), timestamp and sign.
 
-        ``sign`` is base64(HMAC-SHA256(timestamp + login_method + login_path)); the timestamp
-        defaults to now in ``params.login_timestamp_format``.
+        ``sign`` is HMAC-SHA256 (base64 or hex, ``params.login_encoding``) over
+        ``params.login_payload(api_key, passphrase, timestamp)``, or else over
+        ``timestamp + login_method + login_path``; the timestamp defaults to now in
+        ``params.login_timestamp_format``.
         """
         p = self.params
         ts = str(timestamp) if timestamp is not None else self.timestamp(p.login_timestamp_format)
-        return {
-            "api_key": self._key.reveal(),
-            "passphrase": self._passphrase.reveal() if self._passphrase is not None else None,
-            "timestamp": ts,
-            "sign": self.sign_base64(prehash(ts, p.login_method, p.login_path)),
-        }
+        key = self._key.reveal()
+        passphrase = self._passphrase.reveal() if self._passphrase is not None else None
+        if p.login_payload is not None:
+            payload = str(p.login_payload(key, passphrase, ts))
+        else:
+            payload = prehash(ts, p.login_method, p.login_path)
+        sign = self.sign_hex(payload) if p.login_encoding == "hex" else self.sign_base64(payload)
+        return {"api_key": key, "passphrase": passphrase, "timestamp": ts, "sign": sign}
+
+
+def _key_header(signing: SigningSpec) -> str:
+    return signing.key_header or SigningParams.key_header
 
 
 def login_signer(signing: SigningSpec, login: LoginSpec) -> Signer:
@@ -310,5 +326,13 @@ def login_signer(signing: SigningSpec, login: LoginSpec) -> Signer:
         login_method=login.sign_method,
         login_path=login.sign_path,
         login_timestamp_format=login.timestamp_format,
+        login_payload=login.sign_payload,
+        login_encoding=login.sign_encoding,
+        key_header=_key_header(signing),
     )
     return Signer(signing, params)
+
+
+def rest_signer(signing: SigningSpec) -> Signer:
+    """A Signer for a descriptor's REST endpoints (``signed`` or ``api_key``)."""
+    return Signer(signing, SigningParams(key_header=_key_header(signing)))

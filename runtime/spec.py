@@ -109,12 +109,19 @@ class KeepaliveSpec:
 
 @dataclass(frozen=True)
 class BookSyncSpec:
-    snapshot: Literal["first_message", "rest", "ws_request", "every_message"]
+    """Order-book sync rules of one channel (``docs/order-books.md``)."""
+
+    snapshot: Literal["first_message", "rest", "ws_request", "every_message", "channel"]
     rest_endpoint: str | None
     sequence: Literal["none", "contiguous", "straddle", "prev_seq", "monotonic"]
-    checksum: Literal["none", "okx_crc32", "kraken_crc32"]
+    checksum: Literal["none", "okx_crc32", "kraken_crc32", "bitfinex_crc32"]
     checksum_depth: int | None = None
     depth: int | None = None
+    request: Callable[[str, str, int], Any] | None = None
+    """``ws_request``: the snapshot request ``request(raw, symbol, req_id)`` sent on the
+    connection; the reply is a snapshot record of this channel."""
+    snapshot_channel: str | None = None
+    """``channel``: the channel whose records are this channel's snapshots."""
 
 
 @dataclass(frozen=True)
@@ -122,7 +129,8 @@ class ChannelSpec:
     name: str
     kind: str
     endpoint: str
-    topic: Callable[[str, str], Any]
+    topic: Callable[[str, str], Any] | None
+    """None: nothing to subscribe; messages arrive once the connection is set up."""
     key: Callable[[], Any] | None = None
     ack_key: Callable[[str, str, Any], Any] | None = None
     sync: BookSyncSpec | None = None
@@ -137,6 +145,8 @@ class RestEndpointSpec:
     path: str
     weight: int
     signed: bool = False
+    api_key: bool = False
+    """Send the API key header, unsigned."""
     params: Callable[[str, str], dict[str, Any]] | None = None
     channel: str | None = None
     parse: RestParser | None = None
@@ -153,9 +163,21 @@ class RestSpec:
 
 @dataclass(frozen=True)
 class BootstrapSpec:
+    """A REST call before each connect to ``endpoints`` (empty: all); ``url(reply, base)``
+    gives the URL. ``keepalive_endpoint`` is called every ``keepalive_interval`` seconds with
+    ``keepalive_params(reply)`` while the connection lives."""
+
     endpoint: str
-    url: Callable[[Any], str]
+    url: Callable[[Any, str], str]
     ping_interval: Callable[[Any], Any] | None = None
+    endpoints: tuple[str, ...] = ()
+    keepalive_endpoint: str | None = None
+    keepalive_interval: float | None = None
+    keepalive_params: Callable[[Any], Any] | None = None
+
+    def covers(self, endpoint: str) -> bool:
+        """Does a connection to WebSocket ``endpoint`` bootstrap?"""
+        return not self.endpoints or endpoint in self.endpoints
 
 
 @dataclass(frozen=True)
@@ -163,13 +185,17 @@ class LoginSpec:
     """A signed login sent after connecting to ``endpoints``, before subscribing.
 
     ``message(req_id, api_key, passphrase, timestamp, sign)`` builds it; ``sign`` is
-    base64(HMAC-SHA256(secret, timestamp + sign_method + sign_path)). Replies are routed as
-    ``login``; ``ok``/``reason`` judge them (no ``ok``: every login reply accepts).
+    HMAC-SHA256(secret, payload) in ``sign_encoding``, the payload being
+    ``sign_payload(api_key, passphrase, timestamp)`` or else
+    ``timestamp + sign_method + sign_path``. Replies are routed as ``login``; ``ok``/``reason``
+    judge them (no ``ok``: every login reply accepts).
     """
 
     endpoints: tuple[str, ...]
     message: Callable[[int, str, str | None, str, str], Any]
-    sign_path: str
+    sign_path: str = ""
+    sign_payload: Callable[[str, str | None, str], Any] | None = None
+    sign_encoding: Literal["base64", "hex"] = "base64"
     sign_method: str = "GET"
     timestamp_format: Literal["s", "ms", "iso_ms"] = "s"
     ok: Callable[[Any], bool] | None = None
@@ -183,6 +209,8 @@ class SigningSpec:
     key_env: str
     secret_env: str
     passphrase_env: str | None = None
+    key_header: str | None = None
+    """HTTP header carrying the API key (None: the signer's default)."""
 
 
 @dataclass(frozen=True)
@@ -215,6 +243,20 @@ class MockLoginSpec:
 
 
 @dataclass(frozen=True)
+class InstrumentsSpec:
+    """The venue's instrument list (``[symbols.instruments]``): one call of REST endpoint
+    ``endpoint`` per entry of ``requests``; ``each(m)`` lists the items of a reply, and
+    ``raw(m, it)``/``canonical(m, it)`` give one override per item that ``where`` keeps."""
+
+    endpoint: str
+    requests: tuple[Mapping[str, Any], ...]
+    each: Expr1
+    raw: Callable[[Any, Any], Any]
+    canonical: Callable[[Any, Any], Any]
+    where: Callable[[Any, Any], bool] | None = None
+
+
+@dataclass(frozen=True)
 class ExchangeSpec:
     """Everything the runtime needs to collect from one exchange."""
 
@@ -234,6 +276,8 @@ class ExchangeSpec:
     rest: RestSpec | None = None
     signing: SigningSpec | None = None
     symbol_map_file: str | None = None
+    instruments: InstrumentsSpec | None = None
+    """Loaded by ``mdgen run`` at startup into ``symbols`` overrides (runtime.instruments)."""
     mock: MockSpec | None = None
     aliases: tuple[str, ...] = ()
     """Former ids of the exchange (capture folders may use them)."""

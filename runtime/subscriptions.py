@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,31 +49,49 @@ def plan_connections(
     *,
     url_override: str | None = None,
 ) -> list[ConnectionPlan]:
-    """Split subscriptions by endpoint, then into connections of at most ``max_streams`` each."""
-    by_endpoint: dict[str, list[Subscription]] = {}
+    """Split subscriptions by endpoint, then into connections of at most ``max_streams`` each.
+
+    A book channel whose snapshots are another channel's records (``sync.snapshot_channel``)
+    brings that channel's subscription along, on the same connection, just before its own.
+    """
+    # An ``also`` channel has no subscription of its own: its parent's carries it.
+    wanted = [spec.channels[c].source or c for c in channels]
+    sources = {_snapshot_channel(spec, c) for c in wanted} - {None}
+    units: dict[str, list[list[Subscription]]] = {}
     seen: set[tuple[str, str]] = set()
-    for channel in channels:
-        # An ``also`` channel has no subscription of its own: its parent's carries it.
-        channel = spec.channels[channel].source or channel
+    for channel in wanted:
+        if channel in sources:
+            continue  # subscribed with the channel it gives snapshots to
         endpoint = spec.channels[channel].endpoint
+        source = _snapshot_channel(spec, channel)
         for symbol in symbols:
             if (channel, symbol) in seen:
                 continue
             seen.add((channel, symbol))
-            sub = Subscription(channel, spec.symbols.raw(symbol), symbol)
-            by_endpoint.setdefault(endpoint, []).append(sub)
+            raw = spec.symbols.raw(symbol)
+            unit = [Subscription(channel, raw, symbol)]
+            if source is not None and (source, symbol) not in seen:
+                seen.add((source, symbol))
+                unit.insert(0, Subscription(source, raw, symbol))
+            units.setdefault(endpoint, []).append(unit)
     plans = []
-    for endpoint, subs in by_endpoint.items():
+    for endpoint, members in units.items():
         ep = spec.endpoints[endpoint]
-        size = ep.max_streams or len(subs)
+        size = ep.max_streams or sum(len(u) for u in members)
         urls = (url_override,) if url_override else ep.urls
-        for n, start in enumerate(range(0, len(subs), size)):
-            plans.append(
-                ConnectionPlan(
-                    f"{instance}/{endpoint}#{n}", endpoint, urls, tuple(subs[start : start + size])
-                )
-            )
+        chunks: list[list[Subscription]] = [[]]
+        for unit in members:  # a unit is never split across connections
+            if chunks[-1] and len(chunks[-1]) + len(unit) > size:
+                chunks.append([])
+            chunks[-1].extend(unit)
+        for n, chunk in enumerate(chunks):
+            plans.append(ConnectionPlan(f"{instance}/{endpoint}#{n}", endpoint, urls, tuple(chunk)))
     return plans
+
+
+def _snapshot_channel(spec: ExchangeSpec, channel: str) -> str | None:
+    sync = spec.channels[channel].sync
+    return sync.snapshot_channel if sync is not None else None
 
 
 def normalize(value: Any) -> bytes:
@@ -82,7 +100,18 @@ def normalize(value: Any) -> bytes:
 
 
 def topics_of(spec: ExchangeSpec, subs: list[Subscription]) -> list[Any]:
-    return [spec.channels[s.channel].topic(s.raw, s.symbol) for s in subs]
+    """The topics of ``subs`` that have one (channels without a topic subscribe nothing)."""
+    out = []
+    for s in subs:
+        topic = spec.channels[s.channel].topic
+        if topic is not None:
+            out.append(topic(s.raw, s.symbol))
+    return out
+
+
+def needs_subscribing(spec: ExchangeSpec, subs: Iterable[Subscription]) -> list[Subscription]:
+    """The subscriptions a subscribe message must ask for (their channel has a topic)."""
+    return [s for s in subs if spec.channels[s.channel].topic is not None]
 
 
 def subscribe_messages(

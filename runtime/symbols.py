@@ -66,12 +66,43 @@ class SymbolMapper:
         self._rev_override: dict[str, str] = {}
         for raw_sym, canon in rules.overrides.items():
             self._rev_override.setdefault(canon.upper(), raw_sym)
+        self._rules_override = dict(self._override)
+        self._rules_rev_override = dict(self._rev_override)
         self._patterns = [
             (compile_template(raw_t), compile_template(canon_t))
             for raw_t, canon_t in rules.patterns
         ]
         self._canonical: dict[str, str] = {}
         self._raw: dict[str, str] = {}
+
+    @property
+    def overrides(self) -> Mapping[str, str]:
+        """Every override in effect: raw (upper case) -> canonical."""
+        return dict(self._override)
+
+    def add_overrides(self, overrides: Mapping[str, str]) -> None:
+        """Add raw -> canonical overrides on top of those in effect (they win on equal raw
+        symbols, and for :meth:`raw` on equal canonical ones, where the first of ``overrides``
+        wins); clears the caches."""
+        added: set[str] = set()
+        for raw_sym, canon in overrides.items():
+            raw_up, canon_up = raw_sym.upper(), canon.upper()
+            old = self._override.get(raw_up)
+            if old is not None and self._rev_override.get(old, "").upper() == raw_up:
+                del self._rev_override[old]
+            self._override[raw_up] = canon_up
+            if canon_up not in added:
+                self._rev_override[canon_up] = raw_sym
+                added.add(canon_up)
+        self._canonical.clear()
+        self._raw.clear()
+
+    def reset_overrides(self) -> None:
+        """Back to the overrides of the rules alone (drops :meth:`add_overrides`)."""
+        self._override = dict(self._rules_override)
+        self._rev_override = dict(self._rules_rev_override)
+        self._canonical.clear()
+        self._raw.clear()
 
     def canonical(self, raw: str) -> str:
         """Raw exchange symbol (any case) -> canonical symbol; a cache hit is one dict lookup."""

@@ -459,9 +459,9 @@ class _Truth:
         return bids, asks
 
 
-def _book_records(spec: ExchangeSpec, text: str) -> list[Record]:
+def _book_records(spec: ExchangeSpec, text: str, channel: str = "book") -> list[Record]:
     records = Replayer(spec).frame(0, orjson.loads(text), 1)
-    return [r for r in records if r["channel"] == "book"]
+    return [r for r in records if r["channel"] == channel]
 
 
 class LiveBookMock(MockExchange):
@@ -471,7 +471,8 @@ class LiveBookMock(MockExchange):
     One timeline for every connection: a new connection continues where the last one stopped,
     and what was sent to a closing connection is lost. Every ``gap_every``-th book frame is
     lost. A (re)subscription first gets ``snapshot(raw, truth)`` — the true book now, as a
-    venue sends one — and a REST call to ``depth_path`` returns the true book now.
+    venue sends one — and a REST call to ``depth_path`` returns the true book now. With
+    ``hide_snapshots`` the capture's snapshot frames only set the truth (they are not sent).
     """
 
     def __init__(
@@ -484,8 +485,12 @@ class LiveBookMock(MockExchange):
         depth_path: str | None = None,
         rewrite: Callable[[Any], Any] | None = None,
         pace: float = 0.0003,
+        channel: str = "book",
+        hide_snapshots: bool = False,
     ) -> None:
         super().__init__(spec, capture)
+        self.channel = channel
+        self.hide_snapshots = hide_snapshots
         frames = self.capture.frames
         if rewrite is not None:
             import dataclasses
@@ -494,7 +499,9 @@ class LiveBookMock(MockExchange):
                 if frame.kind == "data":
                     text = orjson.dumps(rewrite(orjson.loads(frame.text))).decode()
                     frames[i] = dataclasses.replace(frame, text=text)
-        self.records = [_book_records(spec, f.text) if f.kind == "data" else [] for f in frames]
+        self.records = [
+            _book_records(spec, f.text, channel) if f.kind == "data" else [] for f in frames
+        ]
         self.rest_snapshots = {  # the captured REST snapshots (the start of a REST venue's truth)
             r["symbol_raw"]: r
             for reply in self.capture.rest
@@ -548,7 +555,7 @@ class LiveBookMock(MockExchange):
         start = self.pos
         if self.snapshot is not None:
             for channel, raw in sorted(conn.subscribed):
-                truth = self.truth_at(raw, start) if channel == "book" else None
+                truth = self.truth_at(raw, start) if channel == self.channel else None
                 if truth is not None:
                     self.synthesized.setdefault(raw, []).append(start)
                     await self._send(conn, self.snapshot(raw, truth))
@@ -558,6 +565,8 @@ class LiveBookMock(MockExchange):
             frame = frames[index]
             self.pos += 1
             if not conn.wants(frame):
+                continue
+            if self.hide_snapshots and any(r["type"] == "snapshot" for r in self.records[index]):
                 continue
             if self.records[index]:
                 self.seen += 1
@@ -630,7 +639,7 @@ def _verify(
     """
     frames = [(i, rec) for i, recs in enumerate(mock.records) for rec in recs]
     frames = [(i, rec) for i, rec in frames if rec["symbol_raw"] == raw]
-    depth = mock.spec.channels["book"].sync.depth  # type: ignore[union-attr]
+    depth = mock.spec.channels[mock.channel].sync.depth  # type: ignore[union-attr]
     truth, rebuilt = _Truth(), _Truth()
     started = raw in mock.rest_snapshots
     if started:
@@ -705,7 +714,8 @@ async def _run_live(mock: LiveBookMock, timeout: float = 40.0) -> tuple[MemorySi
 
     sink = MemorySink()
     pipeline = Pipeline(sink, batch_size=200, flush_interval=0.02, queue_batches=8)
-    inst = Instance("live", mock.client_spec(), capture_symbols(mock, ["book"]), ["book"])
+    channels = [mock.channel]
+    inst = Instance("live", mock.client_spec(), capture_symbols(mock, channels), channels)
     collector = Collector([inst], make_transport("websockets"), pipeline, backoff=FAST)
 
     def settled() -> bool:

@@ -237,7 +237,7 @@ def test_bitfinex_fixture_gives_every_channel() -> None:
     ]
     assert deletes
     checksums = [r["checksum"] for r in records if r["channel"] == "book" and r["checksum"]]
-    assert checksums == [-1293072223, 1018512231, -598133517]
+    assert checksums == [-783371955, 900157070, -1240240318, 1636941717, 702358016]
 
 
 def test_mock_replays_captured_acks_so_chan_ids_match() -> None:

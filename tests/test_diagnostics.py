@@ -115,6 +115,7 @@ EXPECTED_CODES = {
     "missing_field": ["E305"] * 3,
     "missing_key": ["E102"] * 3,
     "schema_version": ["E104"],
+    "session_setup": ["E304", "E304", "E308", "E308", "E308", "E308"],
     "symbol_map": ["W001"],
     "toml_syntax": ["E100"],
     "undefined_ref": ["E304"] * 5,

@@ -146,7 +146,7 @@ def test_rest_bootstrap_url_and_signing_declaration() -> None:
             "instanceServers": [{"endpoint": "wss://ws-api.example", "pingInterval": 18000}],
         },
     }
-    assert spec.bootstrap.url(reply) == "wss://ws-api.example?token=T0K"
+    assert spec.bootstrap.url(reply, "wss://unused") == "wss://ws-api.example?token=T0K"
     assert spec.bootstrap.ping_interval(reply) == 18
     assert spec.signing.secret_env == "REST_BOOTSTRAP_API_SECRET"
     assert spec.rest.endpoints["account"].signed
@@ -201,3 +201,23 @@ def test_on_connect_also_channels_symbol_patterns_and_path_placeholders() -> Non
     book = spec.rest.endpoints["book"]
     assert book.path == "/api/v2/order_book/{pair}"
     assert book.params("BTC-USD", "BTC-USD") == {"pair": "btcusd"}
+
+
+def test_user_stream_bootstrap_keepalive_login_payload_and_topicless_channels() -> None:
+    mod = _module("user_stream")
+    spec = mod.SPEC
+    boot = spec.bootstrap
+    assert boot.covers("keyed") and not boot.covers("public") and not boot.covers("signed")
+    assert boot.url({"listenKey": "K1"}, "ws://h/private") == "ws://h/private?listenKey=K1"
+    assert (boot.keepalive_endpoint, boot.keepalive_interval) == ("extend_key", 1800)
+    assert boot.keepalive_params({"listenKey": "K1"}) == {"listenKey": "K1"}
+    assert spec.rest.endpoints["listen_key"].api_key
+    assert not spec.rest.endpoints["listen_key"].signed
+    assert spec.signing.key_header == "X-EXAMPLE-APIKEY"
+    assert spec.login.sign_encoding == "hex" and spec.login.sign_path == ""
+    assert spec.login.sign_payload("k", None, "17") == "apiKey=k&timestamp=17"
+    assert spec.channels["orders"].topic is None and spec.channels["balances"].topic is None
+    assert spec.channels["trades"].topic("BTCUSDT", "BTC-USDT") == "btcusdt@trade"
+    msg = {"event": {"e": "balance", "B": [{"a": "BTC", "f": "0.5", "l": "0.25"}]}}
+    (rec,) = mod.parse_balances(msg, 1, Context())
+    assert (rec["total"], rec["available"]) == ("0.75", "0.5")

@@ -64,7 +64,9 @@ def run(
 
 def topic(spec: ExchangeSpec, mock: MockExchange, pair: Pair) -> Any:
     channel, raw = pair
-    return spec.channels[channel].topic(raw, mock.capture.symbols[raw] or raw)
+    make = spec.channels[channel].topic
+    assert make is not None, f"channel {channel!r} has no topic"
+    return make(raw, mock.capture.symbols[raw] or raw)
 
 
 def subscribe_messages(spec: ExchangeSpec, mock: MockExchange, pairs: list[Pair]) -> list[Any]:
@@ -390,7 +392,7 @@ def test_loop_replays_the_capture_again() -> None:
     run("okx", body, MockOptions(loop=True))
 
 
-def test_later_subscribes_extend_the_running_stream() -> None:
+def test_later_subscribes_get_the_held_frames_then_join_the_running_stream() -> None:
     async def body(spec: ExchangeSpec, mock: MockExchange) -> None:
         trades, ticker = ("trades", "BTC-USDT"), ("ticker", "BTC-USDT")
         async with connect(mock.ws_url) as ws:
@@ -399,15 +401,33 @@ def test_later_subscribes_extend_the_running_stream() -> None:
             await send(ws, subscribe_messages(spec, mock, [ticker])[0])
             later = await drain(ws, idle=0.5)
         assert classify(spec, first[0])[0] == classify(spec, later[0])[0] == "ack"
-        # the stream resumes at the 11th trade frame, now including the ticker frames
+        # the ticker frames held back so far come first, then the stream resumes at the 11th
+        # trade frame, now including the ticker frames
         frames = [f for f in mock.capture.frames if f.pairs & {trades, ticker}]
         trade_frames = [f for f in frames if trades in f.pairs]
         resume = frames.index(trade_frames[10])
+        held = [f.text for f in frames[:resume] if trades not in f.pairs]
         assert first[1:] == [f.text for f in trade_frames[:10]]
-        assert later[1:] == [f.text for f in frames[resume:]]
+        assert held and later[1:] == held + [f.text for f in frames[resume:]]
         assert any(ticker in f.pairs for f in frames[resume:])
 
     run("okx", body, MockOptions(silence_ms=300))
+
+
+def test_a_subscribe_after_the_capture_ended_gets_its_held_frames() -> None:
+    async def body(spec: ExchangeSpec, mock: MockExchange) -> None:
+        trades, ticker = ("trades", "BTC-USDT"), ("ticker", "BTC-USDT")
+        async with connect(mock.ws_url) as ws:
+            await send(ws, subscribe_messages(spec, mock, [trades])[0])
+            first = await drain(ws, idle=0.3)
+            await send(ws, subscribe_messages(spec, mock, [ticker])[0])
+            later = await drain(ws, idle=0.3)
+        assert first[1:] == mock.true_frames([trades])
+        assert classify(spec, later[0])[0] == "ack"
+        assert later[1:] == mock.true_frames([ticker]) and len(later) > 2
+        assert mock.stats.data_frames_sent == len(first) + len(later) - 2
+
+    run("okx", body)
 
 
 def test_unroutable_frames_reach_subscribers_and_unknown_topics_are_acked(

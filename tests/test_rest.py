@@ -472,7 +472,8 @@ def test_bootstrap_with_fixture_module() -> None:
         methods.append(f"{request.method} {request.url}")
         return httpx.Response(200, json=BULLET)
 
-    url, ping = run(client(spec.rest, handler, FakeTime()).bootstrap(spec.bootstrap))
+    reply = run(client(spec.rest, handler, FakeTime()).bootstrap(spec.bootstrap))
+    url, ping = reply.url, reply.ping_interval
     token = BULLET["data"]["token"]  # type: ignore[index]
     assert url == f"wss://ws-api-spot.kucoin.com/?token={token}"
     assert ping == 18.0
@@ -489,9 +490,11 @@ def test_bootstrap_reply_without_fields() -> None:
 
 
 def test_bootstrap_without_ping_interval() -> None:
-    boot = BootstrapSpec(endpoint="ping", url=lambda m: str(m["url"]))
-    handler, _ = scripted(httpx.Response(200, json={"url": "wss://x.test/ws"}))
-    assert run(client(two_hosts(), handler, FakeTime()).bootstrap(boot)) == (
-        "wss://x.test/ws",
+    boot = BootstrapSpec(endpoint="ping", url=lambda m, base: base + str(m["key"]))
+    handler, _ = scripted(httpx.Response(200, json={"key": "abc"}))
+    reply = run(client(two_hosts(), handler, FakeTime()).bootstrap(boot, "wss://x.test/ws/"))
+    assert (reply.url, reply.ping_interval, reply.body) == (
+        "wss://x.test/ws/abc",
         None,
+        {"key": "abc"},
     )

@@ -245,6 +245,31 @@ def test_silence_is_detected_and_recovered() -> None:
     assert stats.gaps >= 1
 
 
+def test_max_lifetime_reconnects_before_the_exchange_would() -> None:
+    capture = require_captures("okx") / "raw.ndjson"
+    spec = load_spec("okx")
+
+    async def main() -> tuple[MemorySink, Instance]:
+        async with MockExchange(spec, capture, MockOptions(speed=1.0, loop=True)) as mock:
+            client = mock.client_spec()
+            ep = client.endpoints["public"]
+            client = dataclasses.replace(
+                client, endpoints={"public": dataclasses.replace(ep, max_lifetime=0.5)}
+            )
+            return await _collect(
+                mock,
+                ["trades"],
+                spec=client,
+                until=lambda s: sum(e["kind"] == "gap" for e in s.envelopes) >= 1,
+            )
+
+    sink, inst = asyncio.run(main())
+    stats = inst.sessions[0].stats
+    assert stats.reconnects["max_lifetime"] >= 1 and stats.connects >= 2
+    gaps = [e["record"] for e in sink.envelopes if e["kind"] == "gap"]
+    assert {g["reason"] for g in gaps} == {"max_lifetime"}
+
+
 def test_ack_timeout_leads_to_a_retry() -> None:
     capture = require_captures("okx") / "raw.ndjson"
     spec = load_spec("okx")

@@ -197,3 +197,47 @@ def test_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
         assert mapper.canonical(f"A{i}-USD") == f"A{i}-USD"
         assert mapper.raw(f"A{i}-USD") == f"A{i}-USD"
         assert len(mapper._canonical) <= 8 and len(mapper._raw) <= 8
+
+
+def test_added_overrides_win_and_reset() -> None:
+    mapper = SymbolMapper(
+        SymbolRules(separator="-", overrides={"BTC-FOO": "BTC-USD-FOO"}, suffixes={"SWAP": "PERP"})
+    )
+    assert mapper.canonical("BTC-27DEC24") == "BTC-27DEC24"  # cached, then cleared below
+    mapper.add_overrides({"BTC-27DEC24": "BTC-USD-20241227", "btc-foo": "BTC-USD-F"})
+    assert mapper.canonical("btc-27dec24") == "BTC-USD-20241227"
+    assert mapper.raw("BTC-USD-20241227") == "BTC-27DEC24"
+    assert mapper.canonical("BTC-FOO") == "BTC-USD-F"
+    assert mapper.raw("BTC-USD-F") == "btc-foo"
+    assert mapper.raw("BTC-USD-FOO") == "BTC-USD-FOO"  # the replaced override is gone both ways
+    assert mapper.overrides["BTC-27DEC24"] == "BTC-USD-20241227"
+    mapper.add_overrides({"A-1": "A-B", "A-2": "A-B"})
+    assert mapper.raw("A-B") == "A-1"  # the first of one call wins for raw()
+    mapper.add_overrides({"A-2": "A-B"})
+    assert mapper.raw("A-B") == "A-2"  # a later call wins
+    mapper.reset_overrides()
+    assert mapper.canonical("BTC-27DEC24") == "BTC-27DEC24"
+    assert mapper.canonical("BTC-FOO") == "BTC-USD-FOO" and mapper.raw("BTC-USD-FOO") == "BTC-FOO"
+    assert mapper.canonical("BTC-USD-SWAP") == "BTC-USD-PERP"
+
+
+@pytest.mark.parametrize(
+    ("exchange", "raw", "canonical"),
+    [
+        ("binance", "BTCUSDT", "BTC-USDT"),  # spot
+        ("okx", "BTC-USDT", "BTC-USDT"),  # spot
+        ("okx", "BTC-USD-SWAP", "BTC-USD-PERP"),  # perpetual
+        ("deribit", "BTC-PERPETUAL", "BTC-USD-PERP"),  # perpetual
+        ("deribit", "ETH_USDC-PERPETUAL", "ETH-USDC-PERP"),  # linear perpetual
+        ("bitfinex", "tBTCF0:USTF0", "BTC-USDT-PERP"),  # perpetual
+        ("binance_futures", "BTCUSDT", "BTC-USDT-PERP"),  # perpetual
+    ],
+)
+def test_descriptor_rules_follow_the_convention(exchange: str, raw: str, canonical: str) -> None:
+    """Spot and perpetuals by the rules alone; dated futures and options with the instrument
+    list are in tests/test_instruments.py."""
+    from runtime.registry import load_spec
+
+    mapper = load_spec(exchange).symbols
+    assert mapper.canonical(raw) == canonical
+    assert mapper.raw(canonical) == raw

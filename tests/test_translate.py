@@ -259,6 +259,7 @@ ALL_ALLOWED = Scope(
 BUILTIN_CASES: dict[str, list[tuple[str, str]]] = {
     "dec": [("dec(x)", "rt.dec(x)")],
     "dec_abs": [("dec_abs(x)", "rt.dec_abs(x)")],
+    "dec_add": [("dec_add(x, y)", "rt.dec_add(x, y)")],
     "is_negative": [("is_negative(x)", "rt.is_negative(x)")],
     "side_sign": [("side_sign(x)", "rt.side_from_sign(x)")],
     "ts_s": [("ts_s(x)", "rt.ts_s(x)")],
@@ -266,6 +267,7 @@ BUILTIN_CASES: dict[str, list[tuple[str, str]]] = {
     "ts_us": [("ts_us(x)", "rt.ts_us(x)")],
     "ts_ns": [("ts_ns(x)", "rt.ts_ns(x)")],
     "ts_iso": [("ts_iso(x)", "rt.ts_iso(x)")],
+    "ymd": [("ymd(ts_ms(x))", "rt.ymd(rt.ts_ms(x))")],
     "int": [("int(x)", "int(x)")],
     "str": [("str(x)", "str(x)")],
     "float": [("float(x)", "float(x)")],

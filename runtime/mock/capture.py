@@ -9,6 +9,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
@@ -42,11 +43,15 @@ class Frame:
 
 @dataclass(frozen=True)
 class RestReply:
+    """One captured REST reply and the request it answered: ``query`` holds the URL's query
+    parameters and those of the request body (``request_body``), ``method`` is upper-case."""
+
     line: int
     path: str
     query: tuple[tuple[str, str], ...]
     body: bytes
     status: int = 200
+    method: str = "GET"
 
 
 def norm(value: Any) -> bytes:
@@ -180,17 +185,39 @@ def _ts(entry: dict[str, Any]) -> float:
 
 
 def _rest_reply(line: int, entry: dict[str, Any]) -> RestReply:
-    from urllib.parse import parse_qsl, urlsplit
-
+    """A ``kind: rest`` entry; ``method`` (default GET) and ``request_body`` are optional."""
     parts = urlsplit(str(entry.get("url", "")))
     status = entry.get("status")
+    method = entry.get("method")
+    request_body = entry.get("request_body")
+    params = parse_qsl(parts.query, keep_blank_values=True)
+    if isinstance(request_body, str):
+        params += body_params(request_body.encode())
     return RestReply(
         line,
         parts.path or "/",
-        tuple(parse_qsl(parts.query, keep_blank_values=True)),
+        tuple(params),
         str(entry.get("data", "")).encode(),
         status if isinstance(status, int) else 200,
+        method.upper() if isinstance(method, str) and method.strip() else "GET",
     )
+
+
+def body_params(body: bytes) -> list[tuple[str, str]]:
+    """A request body's parameters, to match like query parameters: the members of a JSON
+    object (strings as they are, other values as JSON), else form-encoded pairs."""
+    if not body.strip():
+        return []
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+    if not isinstance(value, dict):
+        return []
+    return [
+        (str(k), v if isinstance(v, str) else orjson.dumps(v, option=orjson.OPT_SORT_KEYS).decode())
+        for k, v in value.items()
+    ]
 
 
 class TopicIndex:
@@ -208,6 +235,8 @@ class TopicIndex:
         self.strings: dict[str, set[Pair]] = {}
         """String topics (for URL-mode subscriptions)."""
         for name, channel in spec.channels.items():
+            if channel.topic is None:  # nothing to subscribe (e.g. a user stream)
+                continue
             key = channel.key() if channel.key is not None else None
             for raw, canonical in symbols.items():
                 symbol = canonical or _canonical(spec, raw)

@@ -18,17 +18,22 @@ Behaviour (per connection):
   answered with its captured ACK instead, so the client binds the ids the captured data uses.
   A malformed subscribe (``topics``/``key`` rules fail) is rejected.
 - After the first accepted subscribe the capture's frames stream in capture order: data frames
-  whose (channel, symbol_raw) — any of them, for frames with several records — is subscribed
-  (re-evaluated per frame, so later subscribes join the running stream), unroutable frames
-  (no route, routing/parse failure, no records) and heartbeat/info frames (of the capture's
-  first connection only, so a multi-connection capture does not repeat them). Captured ACKs,
-  errors, pings, pongs and reconnect notices are never replayed. Without ``loop`` the stream
-  ends with the capture; a subscribe after that streams nothing.
+  whose (channel, symbol_raw) — any of them, for frames with several records — is subscribed,
+  unroutable frames (no route, routing/parse failure, no records) and heartbeat/info frames
+  (of the capture's first connection only, so a multi-connection capture does not repeat
+  them). Data frames of pairs not subscribed yet are held back: a later subscribe (clients
+  that pace their subscribes) first gets the held frames of its pairs, in capture order, then
+  joins the running stream, so every subscribed pair gets all of its frames, each frame once
+  a pass. Captured ACKs, errors, pings, pongs and reconnect notices are never replayed.
+  Without ``loop`` nothing but held frames follows the end of the capture.
 - Login (``spec.mock.login``, endpoints ``spec.login`` covers): a client message matching
   ``login.match`` is checked by recomputing its signature over ``login.timestamp(msg)`` with
   the secret from the env var ``[signing].secret_env`` names (key and passphrase env vars must
   be set too); the reply is ``login.accept(msg)`` or ``login.reject(msg)``. On such endpoints
   a subscribe before a good login is answered with ``reject``.
+- Channels without a topic (user data streams): their captured frames stream without a
+  subscribe, at once on a connection to their endpoint, or after a good login where the
+  endpoint needs one.
 - URL-mode specs (``spec.subscribe.mode == "url"``): string topics found in the request
   path/query are subscribed on connect; when none is recognised, everything is streamed.
 - Keepalive: with ``spec.mock.ping`` the mock sends ``ping(n)`` every ping interval; any client
@@ -40,8 +45,13 @@ Behaviour (per connection):
   on endpoints declaring gzip/deflate every frame is binary and compressed (captured binary
   frames are sent as their original bytes). The endpoint is chosen by matching the request path
   to the endpoint URLs' paths (default: the first endpoint).
-- REST (own port): GET/HEAD at captured paths return the captured body (best matching query,
-  see :class:`~runtime.mock.rest.RestIndex`), 404 JSON for other paths, 405 for other methods.
+- REST (own port): a request gets the reply captured for its method and path (``method`` of
+  the capture entry, default GET; HEAD is served from GET) with the best matching query (the
+  body's JSON or form parameters count as query parameters, see
+  :class:`~runtime.mock.rest.RestIndex`). WebSocket URLs in a reply (``ws://``/``wss://`` +
+  host, e.g. in a bootstrap reply) point at this mock. A captured path without a reply for
+  the method: 405 JSON; any other path: 404 JSON with the path (logged once per method and
+  path).
 """
 
 from __future__ import annotations
@@ -148,6 +158,12 @@ class _Conn:
         self.everything = False
         self.changed = asyncio.Event()
         self.streamer: asyncio.Task[None] | None = None
+        self.held: list[int] = []
+        """Indexes of this pass's data frames skipped because no pair of theirs was subscribed."""
+        self.released: set[Pair] = set()
+        """Subscribed pairs whose held frames were sent (always a subset of ``subscribed``)."""
+        self.paused = 0.0
+        """Seconds the stream was silenced (``silence_ms``), added to the replay clock."""
         self.tasks: set[asyncio.Task[None]] = set()
         self.text_frames = 0
         self.data_seen = 0
@@ -158,6 +174,9 @@ class _Conn:
         self.needs_login = False
         """The endpoint is one the spec's login covers: subscribes wait for a good login."""
         self.logged_in = False
+        self.unasked: set[Pair] = set()
+        """Pairs of the endpoint's channels without a topic: they stream once the connection
+        is set up (at once, or after a good login), without a subscribe."""
 
     def wants(self, frame: Frame) -> bool:
         if not self.active:
@@ -190,6 +209,9 @@ class MockExchange:
         self._ws_server: Server | None = None
         self._http = HttpServer(self._rest_reply)
         self._refused = 0
+        self._missing: set[tuple[str, str]] = set()
+        """(method, path) of REST requests already logged as having no captured reply."""
+        self._unasked = unasked_pairs(spec, self.capture.frames)
         self._default_compression: Compression = next(iter(spec.endpoints.values())).compression
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -287,7 +309,11 @@ class MockExchange:
         path = ws.request.path if ws.request is not None else "/"
         conn = _Conn(ws, self._compression_for(path))
         login = self.spec.login
-        conn.needs_login = login is not None and self._endpoint_for(path) in login.endpoints
+        endpoint = self._endpoint_for(path) or next(iter(self.spec.endpoints))
+        conn.needs_login = login is not None and endpoint in login.endpoints
+        conn.unasked = self._unasked.get(endpoint, set())
+        if conn.unasked and not conn.needs_login:
+            self._open_unasked(conn)
         mock = self.spec.mock
         try:
             for frame in self.capture.greeting:
@@ -383,6 +409,8 @@ class MockExchange:
     async def _login(self, conn: _Conn, rule: MockLoginSpec, msg: Any) -> None:
         ok = self._login_ok(rule, msg)
         conn.logged_in = conn.logged_in or ok
+        if ok and conn.unasked:
+            self._open_unasked(conn)
         if ok:
             self.stats.logins_accepted += 1
         else:
@@ -429,6 +457,14 @@ class MockExchange:
         if conn.streamer is None:
             conn.streamer = self._spawn(conn, self._stream(conn))
 
+    def _open_unasked(self, conn: _Conn) -> None:
+        """Start streaming the frames of channels that need no subscribe (``conn.unasked``)."""
+        conn.subscribed |= conn.unasked
+        conn.active = True
+        conn.changed.set()
+        if conn.streamer is None:
+            conn.streamer = self._spawn(conn, self._stream(conn))
+
     def _captured_ack(self, topic: Any, key: Any, has_key: bool) -> str | None:
         """The captured ACK for a topic, when ACKs bind values (a ``chanId``): replaying it
         makes the client bind what the captured data frames use."""
@@ -460,6 +496,7 @@ class MockExchange:
         conn.streamer = self._spawn(conn, self._stream(conn))
 
     async def _stream(self, conn: _Conn) -> None:
+        """Stream the capture to one connection (see the module docstring)."""
         opts = self.options
         frames = self.capture.frames
         loop = asyncio.get_running_loop()
@@ -467,42 +504,95 @@ class MockExchange:
             sent = 0
             start = loop.time()
             base = frames[0].ts if frames else 0.0
+            conn.held.clear()
+            conn.released = set(conn.subscribed)
+            conn.paused = 0.0
             for index, frame in enumerate(frames):
                 if not conn.wants(frame):
+                    if frame.kind == "data":
+                        conn.held.append(index)
                     continue
                 if opts.speed > 0:
-                    delay = start + (frame.ts - base) / opts.speed - loop.time()
+                    delay = start + conn.paused + (frame.ts - base) / opts.speed - loop.time()
                     if delay > 0:
                         await asyncio.sleep(delay)
                 elif index % YIELD_EVERY == 0:
                     await asyncio.sleep(0)
+                if frame.kind == "data":
+                    await self._maybe_silence(conn)
+                released = await self._release(conn)
+                if released is None:
+                    return
+                sent += released
                 if frame.kind == "meta":
                     await self._send_frame(conn, frame)
                     sent += 1
                     continue
-                conn.data_seen += 1
-                if opts.gap_every > 0 and conn.data_seen % opts.gap_every == 0:
-                    self.stats.frames_dropped += 1
-                    continue
-                if opts.silence_ms > 0 and not conn.silenced and conn.data_sent >= SILENCE_AFTER:
-                    conn.silenced = True
-                    await asyncio.sleep(opts.silence_ms / 1000)
-                    start += opts.silence_ms / 1000
-                await self._send_frame(conn, frame)
-                sent += 1
-                conn.data_sent += 1
-                self.stats.data_frames_sent += 1
-                if opts.disconnect_every > 0 and conn.data_sent >= opts.disconnect_every:
-                    self.stats.disconnects += 1
-                    await conn.ws.close(CloseCode.GOING_AWAY, "mock: disconnect_every")
+                outcome = await self._send_data(conn, frame)
+                if outcome is None:
                     return
+                sent += outcome
             if not opts.loop:
-                return
+                break
             if sent == 0:  # nothing matches: wait for another subscribe instead of spinning
                 conn.changed.clear()
                 await conn.changed.wait()
             else:
                 await asyncio.sleep(0)
+        while True:  # the capture has ended: later subscribes still get their held frames
+            conn.changed.clear()
+            if await self._release(conn) is None:
+                return
+            await conn.changed.wait()
+
+    async def _maybe_silence(self, conn: _Conn) -> None:
+        """``silence_ms``: pause once, before the data frame after the first ten."""
+        silence = self.options.silence_ms
+        if silence > 0 and not conn.silenced and conn.data_sent >= SILENCE_AFTER:
+            conn.silenced = True
+            await asyncio.sleep(silence / 1000)
+            conn.paused += silence / 1000
+
+    async def _release(self, conn: _Conn) -> int | None:
+        """Send the held frames of pairs subscribed since the last call, in capture order.
+
+        Returns the frames sent, or None when the connection was closed (``disconnect_every``).
+        """
+        if len(conn.subscribed) == len(conn.released):
+            return 0
+        new = conn.subscribed - conn.released
+        conn.released |= new
+        frames = self.capture.frames
+        due = [i for i in conn.held if not frames[i].pairs.isdisjoint(new)]
+        if not due:
+            return 0
+        conn.held = [i for i in conn.held if frames[i].pairs.isdisjoint(new)]
+        sent = 0
+        for number, index in enumerate(due, 1):
+            outcome = await self._send_data(conn, frames[index])
+            if outcome is None:
+                return None
+            sent += outcome
+            if number % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+        return sent
+
+    async def _send_data(self, conn: _Conn, frame: Frame) -> int | None:
+        """One data frame through the faults: 1 sent, 0 dropped (``gap_every``), None when
+        the connection was then closed (``disconnect_every``)."""
+        opts = self.options
+        conn.data_seen += 1
+        if opts.gap_every > 0 and conn.data_seen % opts.gap_every == 0:
+            self.stats.frames_dropped += 1
+            return 0
+        await self._send_frame(conn, frame)
+        conn.data_sent += 1
+        self.stats.data_frames_sent += 1
+        if opts.disconnect_every > 0 and conn.data_sent >= opts.disconnect_every:
+            self.stats.disconnects += 1
+            await conn.ws.close(CloseCode.GOING_AWAY, "mock: disconnect_every")
+            return None
+        return 1
 
     async def _pinger(self, conn: _Conn, mock: MockSpec) -> None:
         assert mock.ping is not None
@@ -551,13 +641,49 @@ class MockExchange:
 
     # -- REST side ------------------------------------------------------------------------------
     def _rest_reply(self, method: str, target: str) -> Reply:
+        """The captured reply for ``method`` at ``target`` (body parameters already in its
+        query), else 405 (the path has replies for other methods) or 404 JSON."""
         self.stats.rest_requests.append(target)
-        if method not in ("GET", "HEAD"):
-            return 405, orjson.dumps({"error": "method not allowed", "method": method})
-        reply = self.rest.find(target)
-        if reply is None:
-            return 404, orjson.dumps({"error": "not found", "path": urlsplit(target).path})
-        return reply.status, reply.body
+        reply = self.rest.find(method, target)
+        if reply is not None:
+            return reply.status, self._local_ws_urls(reply.body)
+        path = urlsplit(target).path or "/"
+        allowed = self.rest.methods(path)
+        if (method, path) not in self._missing:
+            self._missing.add((method, path))
+            log.warning(
+                "mock %s: no captured REST reply for %s %s (%s)",
+                self.spec.id,
+                method,
+                path,
+                f"405; captured: {', '.join(allowed)}" if allowed else "404",
+            )
+        if allowed:
+            error = {"error": "method not allowed", "method": method, "path": path}
+            return 405, orjson.dumps({**error, "allowed": allowed})
+        return 404, orjson.dumps({"error": "not found", "method": method, "path": path})
+
+    def _local_ws_urls(self, body: bytes) -> bytes:
+        """``body`` with the scheme and host of every WebSocket URL replaced by this mock's."""
+        if not self.ws_url:
+            return body
+        local = self.ws_url.rstrip("/").encode()
+        return _WS_URL.sub(local, body)
+
+
+_WS_URL = re.compile(rb'wss?:(?:\\?/){2}[^/\\"\s?#]+')
+"""A WebSocket URL's scheme and host (JSON's ``\\/`` escapes allowed)."""
+
+
+def unasked_pairs(spec: ExchangeSpec, frames: Iterable[Frame]) -> dict[str, set[Pair]]:
+    """Per endpoint, the captured (channel, symbol_raw) pairs of channels without a topic."""
+    out: dict[str, set[Pair]] = {}
+    for frame in frames:
+        for pair in frame.pairs:
+            channel = spec.channels.get(pair[0])
+            if channel is not None and channel.topic is None:
+                out.setdefault(channel.endpoint, set()).add(pair)
+    return out
 
 
 def compress(data: bytes, compression: Compression) -> bytes:

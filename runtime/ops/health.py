@@ -11,7 +11,8 @@ short windows of counters for rates.
 1. at least one instance runs, and no instance is ``failed`` (crashed, or every subscription
    rejected) or ``stopped``;
 2. every connection delivered a data record within ``stale_after`` seconds (counted from the
-   start of the run until its first record);
+   start of the run until its first record), except connections that carry only channels
+   without a topic (user data streams: a quiet account sends nothing, and that is no fault);
 3. the sink is healthy: its last write did not raise, and its ``health()`` (when it has one)
    says ``healthy: true``, or, without that key, reports the state ``OK``.
 
@@ -255,6 +256,8 @@ class Monitor:
                 why = f": {inst.crashed}" if inst.crashed else ""
                 reasons.append(f"instance {inst.name} is {state}{why}")
             for session in inst.sessions:
+                if _event_driven(session):
+                    continue
                 age = self.data_age(inst, session, now)
                 if age > self.stale_after:
                     reasons.append(
@@ -379,3 +382,9 @@ class Monitor:
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
+
+
+def _event_driven(session: Session) -> bool:
+    """Does the connection carry only channels without a topic (a user data stream)?"""
+    channels = session.spec.channels
+    return all(channels[sub.channel].topic is None for sub in session.plan.subscriptions)

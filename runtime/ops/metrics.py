@@ -54,6 +54,14 @@ OPTIONAL_SESSION_COUNTERS = {
         "Order-book checksum mismatches.",
     ),
     "checksum_ok": ("mdgen_book_checksums_ok_total", "Order-book checksums that matched."),
+    "keepalive_calls": (
+        "mdgen_bootstrap_keepalives_total",
+        "Bootstrap keep-alive calls that succeeded (e.g. listen-key renewals).",
+    ),
+    "keepalive_failures": (
+        "mdgen_bootstrap_keepalive_failures_total",
+        "Bootstrap keep-alive calls that failed (the connection was renewed).",
+    ),
 }
 
 # sink.health() keys exported as metrics: key -> (name, help, counter?)

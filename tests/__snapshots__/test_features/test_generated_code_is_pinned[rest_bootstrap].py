@@ -51,8 +51,8 @@ def subscribe_message(topics: list[Any], key: Any, req_id: int, symbols: list[st
     }
 
 
-def bootstrap_url(m: Any) -> str:
-    """The URL to connect to, from the bootstrap reply."""
+def bootstrap_url(m: Any, base: str) -> str:
+    """The URL to connect to, from the bootstrap reply and the endpoint's URL ``base``."""
     return str(m["data"]["instanceServers"][0]["endpoint"] + "?token=" + m["data"]["token"])
 
 
