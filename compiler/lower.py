@@ -999,7 +999,71 @@ class Lowerer:
             client_ping=fns["client_ping"],
             pong=fns["pong"],
             login=self._lower_mock_login(),
+            request=self._lower_mock_request(),
         )
+
+    def _lower_mock_request(self) -> str | None:
+        mock = self.desc.mock
+        if mock is None or mock.request is None:
+            return None
+        mr = mock.request
+        base = ("mock", "request")
+        reply_scope = Scope(
+            variables={"frame": "frame"}, root="m", fields=True, has_ctx=False, generator=True
+        )
+        reject_scope = Scope(variables={}, root="m", fields=True, generator=True)
+        fns: dict[str, str | None] = {
+            "match": self.expr_function(
+                "mock_request_match",
+                "m: Any",
+                "bool",
+                "Is the client message ``m`` a request the mock answers?",
+                (*base, "match"),
+                mr.match,
+                self.message_scope(safe=True),
+            ),
+            "key": self.expr_function(
+                "mock_request_key",
+                "m: Any",
+                "Any",
+                "The key of request ``m``.",
+                (*base, "key"),
+                mr.key,
+                self.message_scope(),
+            ),
+            "reply_key": self.expr_function(
+                "mock_request_reply_key",
+                "m: Any",
+                "Any",
+                "The key of the request a captured frame ``m`` answers (null: not a reply).",
+                (*base, "reply_key"),
+                mr.reply_key,
+                self.message_scope(safe=True),
+            ),
+            "reply": None,
+            "reject": None,
+        }
+        if mr.reply is not None:
+            fns["reply"] = self.expr_function(
+                "mock_request_reply",
+                "m: Any, frame: Any",
+                "Any",
+                "The reply to request ``m`` built from the captured reply ``frame``.",
+                (*base, "reply"),
+                mr.reply,
+                reply_scope,
+            )
+        if mr.reject is not None:
+            fns["reject"] = self.expr_function(
+                "mock_request_reject",
+                "m: Any",
+                "Any",
+                "The reply to request ``m`` when the capture has no reply for its key.",
+                (*base, "reject"),
+                mr.reject,
+                reject_scope,
+            )
+        return _call("rt.MockRequestSpec", **fns)
 
     def _lower_login(self) -> str | None:
         login = self.desc.websocket.login

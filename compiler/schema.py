@@ -296,6 +296,17 @@ class MockLogin(_Model):
     reject: Expr
 
 
+class MockRequest(_Model):
+    """How the mock answers WebSocket requests (e.g. a snapshot ``req``): with the captured
+    reply whose ``reply_key`` equals the request's ``key``, optionally rebuilt by ``reply``."""
+
+    match: Expr
+    key: Expr
+    reply_key: Expr
+    reply: Expr | None = None
+    reject: Expr | None = None
+
+
 class Mock(_Model):
     """How the local mock exchange answers clients (``mdgen mock``, ``mdgen run --mock``)."""
 
@@ -311,6 +322,7 @@ class Mock(_Model):
     client_ping: Expr | None = None
     pong: Expr | None = None
     login: MockLogin | None = None
+    request: MockRequest | None = None
 
 
 class Descriptor(_Model):

@@ -19,7 +19,7 @@ SYMBOLS = rt.SymbolMapper(
         patterns=(
             ("{base}USDT", "{base}-USDT-PERP"),
             ("{base}USDC", "{base}-USDC-PERP"),
-            ("{base}USDT_{expiry}", "{base}-USDT-{expiry}"),
+            ("{base}USDT_{yymmdd:[0-9][0-9][0-9][0-9][0-9][0-9]}", "{base}-USDT-20{yymmdd}"),
         ),
     )
 )

@@ -252,6 +252,37 @@ def mock_ping(req_id: int) -> Any:
     return {"ping": rt.now_ms()}
 
 
+def mock_request_match(m: Any) -> bool:
+    """Is the client message ``m`` a request the mock answers?"""
+    return bool(rt.has(m, "req"))
+
+
+def mock_request_key(m: Any) -> Any:
+    """The key of request ``m``."""
+    return m["req"]
+
+
+def mock_request_reply_key(m: Any) -> Any:
+    """The key of the request a captured frame ``m`` answers (null: not a reply)."""
+    return rt.get(m, "rep")
+
+
+def mock_request_reply(m: Any, frame: Any) -> Any:
+    """The reply to request ``m`` built from the captured reply ``frame``."""
+    return {**frame, **{"id": m["id"]}}
+
+
+def mock_request_reject(m: Any) -> Any:
+    """The reply to request ``m`` when the capture has no reply for its key."""
+    return {
+        "id": m["id"],
+        "status": "error",
+        "err-code": "bad-request",
+        "err-msg": "invalid topic " + str(m["req"]),
+        "ts": rt.now_ms(),
+    }
+
+
 ROUTES: tuple[rt.Route, ...] = (
     rt.Route("ping"),
     rt.Route("error"),
@@ -348,6 +379,13 @@ SPEC = rt.ExchangeSpec(
         ping=mock_ping,
         ping_interval=5.0,
         pong_timeout=10.0,
+        request=rt.MockRequestSpec(
+            match=mock_request_match,
+            key=mock_request_key,
+            reply_key=mock_request_reply_key,
+            reply=mock_request_reply,
+            reject=mock_request_reject,
+        ),
     ),
     aliases=("huobi",),
 )

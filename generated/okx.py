@@ -12,7 +12,20 @@ import runtime as rt
 rt.require_api(1, "okx")
 
 EXCHANGE = "okx"
-SYMBOLS = rt.SymbolMapper(rt.SymbolRules(separator="-", case="upper", suffixes={"SWAP": "PERP"}))
+SYMBOLS = rt.SymbolMapper(
+    rt.SymbolRules(
+        separator="-",
+        case="upper",
+        suffixes={"SWAP": "PERP"},
+        patterns=(
+            (
+                "{base}-{quote}-{yymmdd:[0-9][0-9][0-9][0-9][0-9][0-9]}-{strike}-{type:[CP]}",
+                "{base}-{quote}-20{yymmdd}-{strike}-{type}",
+            ),
+            ("{base}-{quote}-{yymmdd:[0-9][0-9][0-9][0-9][0-9][0-9]}", "{base}-{quote}-20{yymmdd}"),
+        ),
+    )
+)
 
 
 def topic_trades(raw: str, symbol: str) -> Any:

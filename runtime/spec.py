@@ -229,6 +229,21 @@ class MockSpec:
     client_ping: Callable[[Any], bool] | None = None
     pong: Expr1 | None = None
     login: MockLoginSpec | None = None
+    request: MockRequestSpec | None = None
+
+
+@dataclass(frozen=True)
+class MockRequestSpec:
+    """How the mock answers WebSocket requests (see ``[mock.request]``): a client message
+    matching ``match`` gets the captured frame whose ``reply_key(frame)`` equals ``key(msg)``
+    (``reply(msg, frame)`` when set); captured frames with a non-null ``reply_key`` are not
+    streamed. An unknown key gets ``reject(msg)`` when set, else nothing."""
+
+    match: Callable[[Any], bool]
+    key: Expr1
+    reply_key: Expr1
+    reply: Callable[[Any, Any], Any] | None = None
+    reject: Expr1 | None = None
 
 
 @dataclass(frozen=True)

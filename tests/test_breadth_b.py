@@ -450,7 +450,7 @@ def test_gmo_paces_its_subscriptions() -> None:
     [
         ("binance_futures", "BTCUSDT", "BTC-USDT-PERP"),
         ("binance_futures", "ETHUSDC", "ETH-USDC-PERP"),
-        ("binance_futures", "BTCUSDT_250926", "BTC-USDT-250926"),
+        ("binance_futures", "BTCUSDT_250926", "BTC-USDT-20250926"),
         ("bybit", "SOLUSDT", "SOL-USDT-PERP"),
         ("bybit", "BTCPERP", "BTC-USDC-PERP"),
         ("bybit", "BTCUSDT-26DEC25", "BTC-USDT-26DEC25"),

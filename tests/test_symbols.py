@@ -241,3 +241,26 @@ def test_descriptor_rules_follow_the_convention(exchange: str, raw: str, canonic
     mapper = load_spec(exchange).symbols
     assert mapper.canonical(raw) == canonical
     assert mapper.raw(canonical) == raw
+
+
+@pytest.mark.parametrize(
+    ("exchange", "raw", "canonical"),
+    [
+        ("binance_futures", "BTCUSDT_250926", "BTC-USDT-20250926"),
+        ("binance_futures", "BTCUSDT", "BTC-USDT-PERP"),
+        ("okx", "BTC-USD-220527", "BTC-USD-20220527"),
+        ("okx", "BTC-USD-220527-30000-C", "BTC-USD-20220527-30000-C"),
+        ("okx", "ETH-USD-220624-1500-P", "ETH-USD-20220624-1500-P"),
+        ("okx", "BTC-USDT-SWAP", "BTC-USDT-PERP"),
+        ("okx", "BTC-USDT", "BTC-USDT"),
+    ],
+)
+def test_dated_contracts_carry_the_full_expiry_both_ways(
+    exchange: str, raw: str, canonical: str
+) -> None:
+    """Dated futures and options: the venue's YYMMDD becomes YYYYMMDD, and back."""
+    from runtime.registry import load_spec
+
+    mapper = load_spec(exchange).symbols
+    assert mapper.canonical(raw) == canonical
+    assert mapper.raw(canonical) == raw

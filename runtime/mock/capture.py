@@ -42,6 +42,16 @@ class Frame:
 
 
 @dataclass(frozen=True)
+class WsReply:
+    """A captured reply to a WebSocket request (``[mock.request]``): ``position`` is the number
+    of streamed frames (``Capture.frames``) captured before it; ``msg`` the decoded frame."""
+
+    position: int
+    frame: Frame
+    msg: Any
+
+
+@dataclass(frozen=True)
 class RestReply:
     """One captured REST reply and the request it answered: ``query`` holds the URL's query
     parameters and those of the request body (``request_body``), ``method`` is upper-case."""
@@ -71,10 +81,14 @@ class Capture:
     symbols: dict[str, str] = field(default_factory=dict)
     """Raw symbols seen in data records -> their canonical symbol."""
     counts: Counter[str] = field(default_factory=Counter)
-    """Captured frames by route kind (plus ``unroutable``, ``skipped_meta``, ``rest``)."""
+    """Captured frames by route kind (plus ``unroutable``, ``skipped_meta``, ``rest``,
+    ``reply``)."""
     acks: dict[bytes, str] = field(default_factory=dict)
     """For specs whose ACKs bind values (``ack.bind_key``) per topic: ACK key -> the captured
     ACK text, replayed by the mock so that the client binds what the captured data uses."""
+    replies: dict[bytes, list[WsReply]] = field(default_factory=dict)
+    """For specs with ``mock.request``: reply key (canonical JSON) -> the captured replies, in
+    capture order. They are sent as answers to requests, never streamed."""
 
     def pairs(self) -> set[Pair]:
         """Every (channel, symbol_raw) that has data frames."""
@@ -115,6 +129,13 @@ def classify(spec: ExchangeSpec, entries: Iterable[tuple[int, dict[str, Any]]]) 
         encoding = entry.get("encoding")
         compression: Compression = encoding if encoding in ("gzip", "deflate") else default
         ctx = contexts.setdefault(conn, Context())
+        reply = _reply(spec, raw if raw is not None else text, compression)
+        if reply is not None:
+            cap.counts["reply"] += 1
+            greeting_open = greeting_open and conn != primary
+            frame = Frame(line, _ts(entry), conn, "data", text, raw)
+            cap.replies.setdefault(reply[0], []).append(WsReply(len(cap.frames), frame, reply[1]))
+            continue
         kind, pairs, route_kind = _classify_frame(
             spec, raw if raw is not None else text, compression, ctx, cap
         )
@@ -161,6 +182,21 @@ def _classify_frame(
         symbol = r.get("symbol")
         cap.symbols.setdefault(str(r["symbol_raw"]), symbol if isinstance(symbol, str) else "")
     return "data", pairs, "data"
+
+
+def _reply(
+    spec: ExchangeSpec, payload: bytes | str, compression: Compression
+) -> tuple[bytes, Any] | None:
+    """(reply key, decoded frame) when ``mock.request.reply_key`` says the frame is a reply."""
+    rule = spec.mock.request if spec.mock is not None else None
+    if rule is None:
+        return None
+    try:
+        msg = decode(payload, compression)
+        key = rule.reply_key(msg)
+        return None if key is None else (norm(key), msg)
+    except (FrameError, *PARSE_ERRORS, orjson.JSONEncodeError):
+        return None
 
 
 def _bind(spec: ExchangeSpec, msg: Any, ctx: Context) -> None:

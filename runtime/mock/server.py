@@ -26,6 +26,13 @@ Behaviour (per connection):
   joins the running stream, so every subscribed pair gets all of its frames, each frame once
   a pass. Captured ACKs, errors, pings, pongs and reconnect notices are never replayed.
   Without ``loop`` nothing but held frames follows the end of the capture.
+- Requests (``spec.mock.request``): captured frames with a non-null ``reply_key(frame)`` are
+  not streamed; they answer client messages matching ``request.match`` whose ``key(msg)``
+  equals their reply key (canonical JSON): the latest such reply captured before the frames
+  this connection's stream has passed, else the first one, as captured or rebuilt by
+  ``reply(msg, frame)`` (e.g. with the request's id). A request with no captured reply gets
+  ``reject(msg)`` when the spec has one, else nothing. Requests are answered before a
+  subscribe too; they are counted in ``stats.requests_answered``/``requests_unknown``.
 - Login (``spec.mock.login``, endpoints ``spec.login`` covers): a client message matching
   ``login.match`` is checked by recomputing its signature over ``login.timestamp(msg)`` with
   the secret from the env var ``[signing].secret_env`` names (key and passphrase env vars must
@@ -82,7 +89,7 @@ from runtime.mock.capture import Capture, Frame, Pair, TopicIndex, load_capture,
 from runtime.mock.rest import HttpServer, Reply, RestIndex
 from runtime.replay import PARSE_ERRORS
 from runtime.signing import Signer, SigningError, login_signer
-from runtime.spec import ExchangeSpec, MockLoginSpec, MockSpec
+from runtime.spec import ExchangeSpec, MockLoginSpec, MockRequestSpec, MockSpec
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +145,10 @@ class MockStats:
     client_pings: int = 0
     logins_accepted: int = 0
     logins_rejected: int = 0
+    requests_answered: int = 0
+    """Requests (``spec.mock.request``) answered with a captured reply."""
+    requests_unknown: int = 0
+    """Requests whose key has no captured reply (answered with ``request.reject`` if any)."""
     paths: list[str] = field(default_factory=list)
     """Request path (with query) of every WebSocket connection attempt, refused ones too."""
     rest_requests: list[str] = field(default_factory=list)
@@ -162,6 +173,9 @@ class _Conn:
         """Indexes of this pass's data frames skipped because no pair of theirs was subscribed."""
         self.released: set[Pair] = set()
         """Subscribed pairs whose held frames were sent (always a subset of ``subscribed``)."""
+        self.position = 0
+        """Capture frames the stream has passed in this pass (sent or not): requests are
+        answered with the latest reply captured before them."""
         self.paused = 0.0
         """Seconds the stream was silenced (``silence_ms``), added to the replay clock."""
         self.tasks: set[asyncio.Task[None]] = set()
@@ -375,6 +389,8 @@ class MockExchange:
             await self._login(conn, mock.login, msg)
         elif _true(mock.subscribe, msg):
             await self._subscribe(conn, mock, msg)
+        elif mock.request is not None and _true(mock.request.match, msg):
+            await self._request(conn, mock.request, msg)
         elif mock.client_ping is not None and _true(mock.client_ping, msg):
             self.stats.client_pings += 1
             pong = mock.pong
@@ -421,6 +437,36 @@ class MockExchange:
             log.warning("mock %s: cannot build a login reply: %r", self.spec.id, exc)
             return
         await self._send(conn, reply)
+
+    async def _request(self, conn: _Conn, rule: MockRequestSpec, msg: Any) -> None:
+        """Answer a request with the captured reply for its key that fits the stream position
+        (the latest captured before ``conn.position``, else the first), or ``rule.reject``."""
+        try:
+            replies = self.capture.replies.get(norm(rule.key(msg)), [])
+        except (*PARSE_ERRORS, orjson.JSONEncodeError):
+            replies = []
+        if not replies:
+            self.stats.requests_unknown += 1
+            reject = rule.reject
+            if reject is not None:
+                for reply in _replies(lambda m, _: reject(m), msg, [None]):
+                    await self._send(conn, reply)
+            return
+        chosen = replies[0]
+        for captured in replies:
+            if captured.position > conn.position:
+                break
+            chosen = captured
+        if rule.reply is None:
+            await self._send_frame(conn, chosen.frame)
+        else:
+            try:
+                payload = rule.reply(msg, chosen.msg)
+            except PARSE_ERRORS as exc:
+                log.warning("mock %s: cannot build a reply to %r: %r", self.spec.id, msg, exc)
+                return
+            await self._send(conn, payload)
+        self.stats.requests_answered += 1
 
     async def _subscribe(self, conn: _Conn, mock: MockSpec, msg: Any) -> None:
         self.stats.subscribes += 1
@@ -508,6 +554,7 @@ class MockExchange:
             conn.released = set(conn.subscribed)
             conn.paused = 0.0
             for index, frame in enumerate(frames):
+                conn.position = index
                 if not conn.wants(frame):
                     if frame.kind == "data":
                         conn.held.append(index)
@@ -532,6 +579,7 @@ class MockExchange:
                 if outcome is None:
                     return
                 sent += outcome
+            conn.position = len(frames)
             if not opts.loop:
                 break
             if sent == 0:  # nothing matches: wait for another subscribe instead of spinning
