@@ -355,6 +355,7 @@ def run(
             http_enabled=cfg.http.enabled,
             http_host=cfg.http.host,
             http_port=cfg.http.port,
+            stale_after=cfg.http.stale_after,
             live=not quiet and sys.stderr.isatty(),
             config_source=str(cfg.source) if cfg.source else None,
             config_warnings=tuple(w.render() for w in warnings),

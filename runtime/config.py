@@ -383,6 +383,8 @@ class HttpSettings(_Model):
     enabled: bool = False
     host: Annotated[str, StringConstraints(min_length=1)] = "127.0.0.1"
     port: int = Field(default=9108, ge=0, le=65535)
+    stale_after: float = Field(default=60.0, gt=0)
+    """Seconds without data records after which a connection makes /healthz answer 503."""
 
 
 class InstanceConfig(_Model):

@@ -146,6 +146,7 @@ def test_a_full_valid_config(folder: Path) -> None:
         enabled = true
         host = "0.0.0.0"
         port = 0
+        stale_after = 120
 
         [instances.binance-main]
         exchange = "binance"
@@ -161,6 +162,7 @@ def test_a_full_valid_config(folder: Path) -> None:
     assert config.collector.shutdown_timeout == 3.0
     assert config.pipeline.flush_interval == 0.25
     assert config.http.port == 0
+    assert config.http.stale_after == 120.0
     assert config.sink is not None and config.sink.kind == "ndjson"
     inst = config.instances["binance-main"]
     assert inst.symbols == ["BTC-USDT", "ETH-USDT", "BTC-USDT-PERP"]
