@@ -118,6 +118,22 @@ def test_spot_signature_is_hex_hmac_of_sorted_parameters(creds: None) -> None:
     }
 
 
+def test_login_signing_matches_binances_published_websocket_example(creds: None) -> None:
+    """The WebSocket API's documented HMAC example (order.place, developers.binance.com
+    "SIGNED request security"), through the same login-signing path with its payload."""
+    spec = load_spec("binance")
+    assert spec.signing is not None and spec.login is not None
+    documented = (
+        "apiKey={key}&newOrderRespType=ACK&price=52000.00&quantity=0.01000000&recvWindow=100"
+        "&side=SELL&symbol=BTCUSDT&timeInForce=GTC&timestamp={ts}&type=LIMIT"
+    )
+    login = dataclasses.replace(
+        spec.login, sign_payload=lambda key, _, ts: documented.format(key=key, ts=ts)
+    )
+    values = login_signer(spec.signing, login).login_values("1645423376532")
+    assert values["sign"] == "cc15477742bd704c29492d96c7ead9414dfd8e0ec4a00f947bb5bb454ddbd08a"
+
+
 def test_spot_signed_subscription_streams_account_events(creds: None) -> None:
     spec = load_spec("binance")
 
