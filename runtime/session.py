@@ -36,6 +36,9 @@ from runtime.transport import Connection, Transport, TransportClosed, TransportE
 
 log = logging.getLogger("mdgen.session")
 
+REFUSED_CREDENTIALS = frozenset({401, 403})
+"""Statuses of a bootstrap reply that end the session: retrying would not help."""
+
 RETIRE_MARGIN = 60.0
 """Seconds before an endpoint's ``max_lifetime`` at which the session reconnects itself."""
 
@@ -160,6 +163,11 @@ class Session:
                 log.error("%s: %s", self.plan.name, self.error)
                 return
             except RestError as exc:
+                if exc.status in REFUSED_CREDENTIALS:  # bad credentials do not heal
+                    self.state = "failed"
+                    self.error = f"bootstrap refused: {exc}"
+                    log.error("%s: %s", self.plan.name, self.error)
+                    return
                 self.stats.connect_failures += 1
                 self._mark_gap("bootstrap_failed")
                 log.warning("%s: bootstrap failed: %s", self.plan.name, exc)

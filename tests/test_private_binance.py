@@ -354,3 +354,37 @@ def test_a_quiet_user_stream_is_not_stale_but_a_quiet_market_feed_is() -> None:
     assert reasons == [
         "connection binance/public#0 has delivered no data for 3600.0s (stale_after 60s)"
     ]
+
+
+def test_futures_listen_key_from_the_mock_needs_the_api_key(
+    creds: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The mock's REST side serves the captured listen key only with the right key header;
+    a refused key (401) ends the session, which does not retry bad credentials."""
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("BINANCE_TEST_WRONG_KEY", "not-" + KEY)
+    spec = load_spec("binance_futures")
+
+    async def main(key_env: str) -> tuple[MemorySink, Instance, MockExchange]:
+        async with MockExchange(spec, FUTURES_CAPTURE) as mock:
+            client = mock.client_spec()
+            assert client.signing is not None
+            signing = dataclasses.replace(client.signing, key_env=key_env)
+            client = dataclasses.replace(client, signing=signing)
+            want = 5 if key_env == "BINANCE_API_KEY" else 0
+            sink, inst = await _collect(client, want=want, timeout=5.0)
+            return sink, inst, mock
+
+    sink, inst, mock = asyncio.run(main("BINANCE_API_KEY"))
+    assert _records(sink.envelopes) == _replayed("binance_futures", FUTURES_CAPTURE)
+    assert mock.stats.rest_refused == 0
+    assert mock.stats.rest_requests[0] == "/fapi/v1/listenKey"
+
+    sink, inst, mock = asyncio.run(main("BINANCE_TEST_WRONG_KEY"))
+    (session,) = inst.sessions
+    assert session.state == "failed"
+    assert session.error is not None and session.error.startswith("bootstrap refused:")
+    assert "status 401" in session.error
+    assert mock.stats.rest_refused == 1 and mock.stats.paths == []
+    assert not _records(sink.envelopes)
+    assert KEY not in caplog.text and SECRET not in caplog.text

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import orjson
@@ -88,8 +88,15 @@ class HttpServer:
     the request body's parameters added to ``target``'s query (:func:`with_body_params`);
     bodies that parse as JSON are served as ``application/json``."""
 
-    def __init__(self, handle: Callable[[str, str], Reply]) -> None:
+    def __init__(
+        self,
+        handle: Callable[[str, str], Reply],
+        check: Callable[[str, str, Mapping[str, str]], Reply | None] | None = None,
+    ) -> None:
         self._handle = handle
+        self._check = check
+        """``check(method, target, headers)``: a refusal (e.g. bad credentials) answered
+        instead of ``handle``, or None."""
         self._server = H11Server(request_handler=self._respond, max_request_bytes=MAX_REQUEST_BYTES)
 
     @property
@@ -104,7 +111,9 @@ class HttpServer:
 
     def _respond(self, request: HttpRequest) -> Response:
         target = with_body_params(request.target, request.body)
-        status, body = self._handle(request.method.upper(), target)
+        method = request.method.upper()
+        refused = self._check(method, target, request.headers) if self._check else None
+        status, body = refused if refused is not None else self._handle(method, target)
         try:
             orjson.loads(body)
             ctype = "application/json"

@@ -38,16 +38,19 @@ Behaviour (per connection):
   the secret from the env var ``[signing].secret_env`` names (key and passphrase env vars must
   be set too); the reply is ``login.accept(msg)`` or ``login.reject(msg)``. On such endpoints
   a subscribe before a good login is answered with ``reject``.
+- REST requests to a descriptor endpoint marked ``api_key`` or ``signed`` need the API key
+  (env var ``[signing].key_env``) in the ``key_header`` header, else 401 (signatures of REST
+  calls are not checked).
 - Channels without a topic (user data streams): their captured frames stream without a
   subscribe, at once on a connection to their endpoint, or after a good login where the
   endpoint needs one.
 - URL-mode specs (``spec.subscribe.mode == "url"``): string topics found in the request
   path/query are subscribed on connect; when none is recognised, everything is streamed.
 - Keepalive: with ``spec.mock.ping`` the mock sends ``ping(n)`` every ping interval; any client
-  message that is neither a subscribe nor a client ping counts as the answer while a ping is
-  outstanding. Without an answer within ``pong_timeout`` the connection is closed (1008).
-  ``client_ping`` messages are answered with ``pong(msg)``. Protocol-level pings are handled by
-  ``websockets``. Other client messages (e.g. unsubscribes) are ignored.
+  message that is neither a login, a subscribe, a request nor a client ping counts as the
+  answer while a ping is outstanding. Without an answer within ``pong_timeout`` the connection
+  is closed (1008). ``client_ping`` messages are answered with ``pong(msg)``. Protocol-level
+  pings are handled by ``websockets``. Other client messages (e.g. unsubscribes) are ignored.
 - Outgoing payloads: ``str`` verbatim as text, ``bytes`` as binary, anything else as JSON text;
   on endpoints declaring gzip/deflate every frame is binary and compressed (captured binary
   frames are sent as their original bytes). The endpoint is chosen by matching the request path
@@ -69,9 +72,10 @@ import dataclasses
 import hmac
 import logging
 import math
+import os
 import re
 import zlib
-from collections.abc import Coroutine, Iterable
+from collections.abc import Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
@@ -85,10 +89,18 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
 from runtime.frames import Compression, FrameError, decode
-from runtime.mock.capture import Capture, Frame, Pair, TopicIndex, load_capture, norm
+from runtime.mock.capture import (
+    Capture,
+    Frame,
+    Pair,
+    TopicIndex,
+    WsReply,
+    load_capture,
+    norm,
+)
 from runtime.mock.rest import HttpServer, Reply, RestIndex
 from runtime.replay import PARSE_ERRORS
-from runtime.signing import Signer, SigningError, login_signer
+from runtime.signing import Signer, SigningError, SigningParams, login_signer
 from runtime.spec import ExchangeSpec, MockLoginSpec, MockRequestSpec, MockSpec
 
 log = logging.getLogger(__name__)
@@ -153,6 +165,8 @@ class MockStats:
     """Request path (with query) of every WebSocket connection attempt, refused ones too."""
     rest_requests: list[str] = field(default_factory=list)
     """Request target of every REST request."""
+    rest_refused: int = 0
+    """REST requests refused for a missing or wrong API key header."""
     errors: list[str] = field(default_factory=list)
     """Unexpected exceptions in connection tasks (a bug in the mock or in a spec rule)."""
 
@@ -221,7 +235,7 @@ class MockExchange:
         self.ws_url = ""
         self.http_url = ""
         self._ws_server: Server | None = None
-        self._http = HttpServer(self._rest_reply)
+        self._http = HttpServer(self._rest_reply, check=self._rest_credentials)
         self._refused = 0
         self._missing: set[tuple[str, str]] = set()
         """(method, path) of REST requests already logged as having no captured reply."""
@@ -294,6 +308,20 @@ class MockExchange:
                 continue
             out.append(f.text)
         return out
+
+    def reply_for(self, key: Any, position: int) -> WsReply | None:
+        """The captured reply to a request with ``key`` at stream ``position`` (frames passed):
+        the latest captured before that position, else the first; None when there is none."""
+        try:
+            replies = self.capture.replies.get(norm(key), [])
+        except orjson.JSONEncodeError:
+            return None
+        chosen = replies[0] if replies else None
+        for captured in replies:
+            if captured.position > position:
+                break
+            chosen = captured
+        return chosen
 
     # -- WebSocket side -------------------------------------------------------------------------
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
@@ -376,10 +404,10 @@ class MockExchange:
             return message
 
     async def _on_message(self, conn: _Conn, message: str | bytes) -> None:
-        """A client message: subscribe, client ping, or (while a ping is outstanding) a pong.
+        """A client message: login, subscribe, request, client ping, or (while a ping is
+        outstanding) a pong.
 
-        Any client message that is neither a subscribe nor a client ping counts as the answer
-        to the mock's outstanding ping; other messages are ignored.
+        Any other client message answers the mock's outstanding ping, if any, else is ignored.
         """
         mock = self.spec.mock
         if mock is None:
@@ -442,21 +470,16 @@ class MockExchange:
         """Answer a request with the captured reply for its key that fits the stream position
         (the latest captured before ``conn.position``, else the first), or ``rule.reject``."""
         try:
-            replies = self.capture.replies.get(norm(rule.key(msg)), [])
-        except (*PARSE_ERRORS, orjson.JSONEncodeError):
-            replies = []
-        if not replies:
+            chosen = self.reply_for(rule.key(msg), conn.position)
+        except PARSE_ERRORS:
+            chosen = None
+        if chosen is None:
             self.stats.requests_unknown += 1
             reject = rule.reject
             if reject is not None:
                 for reply in _replies(lambda m, _: reject(m), msg, [None]):
                     await self._send(conn, reply)
             return
-        chosen = replies[0]
-        for captured in replies:
-            if captured.position > conn.position:
-                break
-            chosen = captured
         if rule.reply is None:
             await self._send_frame(conn, chosen.frame)
         else:
@@ -688,6 +711,29 @@ class MockExchange:
             await conn.ws.send(text.encode() if binary else text)
 
     # -- REST side ------------------------------------------------------------------------------
+    def _rest_credentials(
+        self, method: str, target: str, headers: Mapping[str, str]
+    ) -> Reply | None:
+        """401 for a request to an ``api_key``/``signed`` endpoint of the descriptor whose API
+        key header does not carry the key in the env var ``[signing].key_env`` names (the
+        signature of ``signed`` calls is not checked); None lets the request through."""
+        signing, rest = self.spec.signing, self.spec.rest
+        if signing is None or rest is None:
+            return None
+        path = urlsplit(target).path or "/"
+        if not any(
+            (ep.api_key or ep.signed) and ep.method.upper() == method and ep.path == path
+            for ep in rest.endpoints.values()
+        ):
+            return None
+        header = (signing.key_header or SigningParams.key_header).lower()
+        expected = os.environ.get(signing.key_env, "")
+        given = headers.get(header, "")
+        if expected and hmac.compare_digest(given.encode(), expected.encode()):
+            return None
+        self.stats.rest_refused += 1
+        return 401, orjson.dumps({"error": "invalid API key", "header": header, "path": path})
+
     def _rest_reply(self, method: str, target: str) -> Reply:
         """The captured reply for ``method`` at ``target`` (body parameters already in its
         query), else 405 (the path has replies for other methods) or 404 JSON."""
@@ -773,7 +819,8 @@ async def run_mock(exchange: str, capture: Path | None, port: int, options: Mock
     print(f"mock {spec.name}: ws {mock.ws_url}  rest {mock.http_url}", flush=True)
     print(
         f"  capture: {len(cap.frames)} frames ({len(cap.pairs())} channel/symbol pairs), "
-        f"{len(cap.rest)} REST replies at {', '.join(mock.rest.paths()) or '-'}",
+        f"{len(cap.rest)} REST replies at {', '.join(mock.rest.paths()) or '-'}"
+        + (f", {cap.counts['reply']} WS request replies" if cap.replies else ""),
         flush=True,
     )
     try:
