@@ -52,6 +52,8 @@ class ModuleIR:
 class _Route:
     condition: str
     entry: str
+    endpoints: frozenset[str] | None = None
+    """The WebSocket endpoints whose messages may take this route (None: every one)."""
 
 
 def _call(func: str, *args: str, **kwargs: str | None) -> str:
@@ -71,20 +73,21 @@ def _dict(items: list[tuple[str, str]]) -> str:
 _SAFE_LOOKUP = re.compile(r"rt\.(?:path|get)\(m(?:, (?:'[^'\\]*'|-?\d+))+\)")
 
 
-def _shared_lookups(routes: list[_Route]) -> list[str]:
-    """Hoist safe lookups used by several routing rules into locals (they are pure)."""
+def _shared_lookups(conditions: list[str]) -> tuple[list[str], list[str]]:
+    """Hoist safe lookups used by several routing conditions into locals (they are pure):
+    the assignments, and the conditions rewritten to use them."""
     counts: dict[str, int] = {}
-    for r in routes:
-        for found in _SAFE_LOOKUP.findall(r.condition):
+    for cond in conditions:
+        for found in _SAFE_LOOKUP.findall(cond):
             counts[found] = counts.get(found, 0) + 1
     shared = [code for code, n in counts.items() if n > 1]
     body = []
+    out = list(conditions)
     for i, code in enumerate(shared, 1):
         name = f"_v{i}"  # DSL variables cannot start with "_", so no comprehension clashes
         body.append(f"{name} = {code}")
-        for r in routes:
-            r.condition = r.condition.replace(code, name)
-    return body
+        out = [cond.replace(code, name) for cond in out]
+    return body, out
 
 
 class Lowerer:
@@ -169,6 +172,7 @@ class Lowerer:
         bootstrap = self._lower_bootstrap()
         login = self._lower_login()
         route_fn = self._route_function(routes)
+        endpoint_routes = self._endpoint_routes(routes)
         endpoints = [
             (
                 name,
@@ -204,6 +208,7 @@ class Lowerer:
             descriptor=repr(self.descriptor_path),
             symbols="SYMBOLS",
             route=route_fn,
+            endpoint_routes=endpoint_routes,
             routes="ROUTES",
             endpoints=_dict(endpoints),
             subscribe=subscribe,
@@ -320,9 +325,16 @@ class Lowerer:
             )
 
     # -- control messages --------------------------------------------------------------------
-    def _route(self, routes: list[_Route], path: TomlPath, source: str, entry: str) -> None:
+    def _route(
+        self,
+        routes: list[_Route],
+        path: TomlPath,
+        source: str,
+        entry: str,
+        endpoints: frozenset[str] | None = None,
+    ) -> None:
         cond = self.expr(path, source, self.message_scope(safe=True, ctx=True))
-        routes.append(_Route(cond, entry))
+        routes.append(_Route(cond, entry, endpoints))
 
     def _lower_control(self, routes: list[_Route]) -> None:
         ws = self.desc.websocket
@@ -338,7 +350,11 @@ class Lowerer:
             self._route(routes, ("websocket", "keepalive", "pong"), ka.pong, 'rt.Route("pong")')
         if ws.login is not None:
             self._route(
-                routes, ("websocket", "login", "match"), ws.login.match, 'rt.Route("login")'
+                routes,
+                ("websocket", "login", "match"),
+                ws.login.match,
+                'rt.Route("login")',
+                frozenset(ws.login.endpoints),
             )
         if ws.error is not None:
             self._route(
@@ -351,18 +367,37 @@ class Lowerer:
             if source is not None:
                 self._route(routes, ("websocket", "control", kind), source, f'rt.Route("{kind}")')
 
-    def _route_function(self, routes: list[_Route]) -> str:
-        body = _shared_lookups(routes)
-        for i, r in enumerate(routes):
-            body += [f"if {r.condition}:", f"    return {i}"]
+    def _route_function(self, routes: list[_Route], endpoint: str | None = None) -> str:
+        """``route`` over every rule, or ``route_<endpoint>`` over the rules that can match on
+        that endpoint's connections (same ROUTES indices)."""
+        taken = [
+            (i, r)
+            for i, r in enumerate(routes)
+            if endpoint is None or r.endpoints is None or endpoint in r.endpoints
+        ]
+        body, conditions = _shared_lookups([r.condition for _, r in taken])
+        for (i, _), cond in zip(taken, conditions, strict=True):
+            body += [f"if {cond}:", f"    return {i}"]
         body.append("return -1")
+        where = "" if endpoint is None else f" on endpoint '{endpoint}'"
         return self.function(
-            "route",
+            "route" if endpoint is None else f"route_{endpoint}",
             "m: Any, ctx: rt.Context",
             "int",
-            "Index into ROUTES of the first rule that matches ``m``, or -1 when none does.",
+            f"Index into ROUTES of the first rule that matches ``m``{where}, or -1 when none does.",
             body,
         )
+
+    def _endpoint_routes(self, routes: list[_Route]) -> str | None:
+        """Per-endpoint route functions, for endpoints that can skip some rules."""
+        eps = self.desc.websocket.endpoints
+        if len(eps) < 2:
+            return None
+        out = []
+        for name in eps:
+            if any(r.endpoints is not None and name not in r.endpoints for r in routes):
+                out.append((name, self._route_function(routes, name)))
+        return _dict(out) if out else None
 
     def _lower_ack(self) -> str | None:
         ack = self.desc.websocket.ack
@@ -604,7 +639,13 @@ class Lowerer:
                 f"Records of channel '{name}' and of the channels that parse its messages too.",
                 ["return " + " + ".join(f"{p}(m, ts_recv, ctx)" for p in parsers)],
             )
-        self._route(routes, (*base, "match"), ch.match, f'rt.Route("data", {name!r}, {parser})')
+        self._route(
+            routes,
+            (*base, "match"),
+            ch.match,
+            f'rt.Route("data", {name!r}, {parser})',
+            frozenset({endpoint}),
+        )
         sync = None
         if ch.sync is not None:
             if ch.kind != "book":

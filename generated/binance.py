@@ -364,6 +364,51 @@ def route(m: Any, ctx: rt.Context) -> int:
     return -1
 
 
+def route_public(m: Any, ctx: rt.Context) -> int:
+    """Index into ROUTES of the first rule that matches ``m`` on endpoint 'public', or -1 when none does."""
+    _v1 = rt.path(m, "event", "e")
+    _v2 = rt.path(m, "data", "e")
+    if rt.has(m, "error"):
+        return 1
+    if rt.has(m, "result") and rt.has(m, "id"):
+        return 2
+    if _v1 == "eventStreamTerminated":
+        return 3
+    if rt.has(m, "subscriptionId") and _v1 in ["balanceUpdate", "listStatus", "externalLockUpdate"]:
+        return 4
+    if _v2 == "trade":
+        return 5
+    if _v2 == "aggTrade":
+        return 6
+    if _v2 == "depthUpdate":
+        return 7
+    if rt.ends_with(rt.get(m, "stream"), "@bookTicker"):
+        return 8
+    if _v2 == "kline":
+        return 9
+    return -1
+
+
+def route_user(m: Any, ctx: rt.Context) -> int:
+    """Index into ROUTES of the first rule that matches ``m`` on endpoint 'user', or -1 when none does."""
+    _v1 = rt.path(m, "event", "e")
+    if rt.has(m, "status") and rt.has(m, "id"):
+        return 0
+    if rt.has(m, "error"):
+        return 1
+    if rt.has(m, "result") and rt.has(m, "id"):
+        return 2
+    if _v1 == "eventStreamTerminated":
+        return 3
+    if rt.has(m, "subscriptionId") and _v1 in ["balanceUpdate", "listStatus", "externalLockUpdate"]:
+        return 4
+    if rt.has(m, "subscriptionId") and _v1 == "executionReport":
+        return 10
+    if rt.has(m, "subscriptionId") and _v1 == "outboundAccountPosition":
+        return 11
+    return -1
+
+
 def ack_id(m: Any) -> Any:
     """ACK rule 'id' applied to an ACK."""
     return m["id"]
@@ -469,6 +514,7 @@ SPEC = rt.ExchangeSpec(
     descriptor="descriptors/binance.toml",
     symbols=SYMBOLS,
     route=route,
+    endpoint_routes={"public": route_public, "user": route_user},
     routes=ROUTES,
     endpoints={
         "public": rt.WsEndpointSpec(

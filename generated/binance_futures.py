@@ -365,6 +365,90 @@ def route(m: Any, ctx: rt.Context) -> int:
     return -1
 
 
+def route_public(m: Any, ctx: rt.Context) -> int:
+    """Index into ROUTES of the first rule that matches ``m`` on endpoint 'public', or -1 when none does."""
+    _v1 = rt.get(m, "e")
+    _v2 = rt.path(m, "data", "e")
+    if rt.has(m, "error"):
+        return 0
+    if rt.has(m, "result") and rt.has(m, "id"):
+        return 1
+    if _v1 == "listenKeyExpired":
+        return 2
+    if _v1 in [
+        "ACCOUNT_CONFIG_UPDATE",
+        "MARGIN_CALL",
+        "TRADE_LITE",
+        "STRATEGY_UPDATE",
+        "GRID_UPDATE",
+        "CONDITIONAL_ORDER_TRIGGER_REJECT",
+        "ALGO_UPDATE",
+    ]:
+        return 3
+    if _v2 == "depthUpdate":
+        return 5
+    if _v2 == "bookTicker":
+        return 6
+    return -1
+
+
+def route_market(m: Any, ctx: rt.Context) -> int:
+    """Index into ROUTES of the first rule that matches ``m`` on endpoint 'market', or -1 when none does."""
+    _v1 = rt.get(m, "e")
+    _v2 = rt.path(m, "data", "e")
+    if rt.has(m, "error"):
+        return 0
+    if rt.has(m, "result") and rt.has(m, "id"):
+        return 1
+    if _v1 == "listenKeyExpired":
+        return 2
+    if _v1 in [
+        "ACCOUNT_CONFIG_UPDATE",
+        "MARGIN_CALL",
+        "TRADE_LITE",
+        "STRATEGY_UPDATE",
+        "GRID_UPDATE",
+        "CONDITIONAL_ORDER_TRIGGER_REJECT",
+        "ALGO_UPDATE",
+    ]:
+        return 3
+    if _v2 == "aggTrade":
+        return 4
+    if _v2 == "kline":
+        return 7
+    if _v2 == "markPriceUpdate":
+        return 8
+    if _v2 == "forceOrder":
+        return 9
+    return -1
+
+
+def route_user(m: Any, ctx: rt.Context) -> int:
+    """Index into ROUTES of the first rule that matches ``m`` on endpoint 'user', or -1 when none does."""
+    _v1 = rt.get(m, "e")
+    if rt.has(m, "error"):
+        return 0
+    if rt.has(m, "result") and rt.has(m, "id"):
+        return 1
+    if _v1 == "listenKeyExpired":
+        return 2
+    if _v1 in [
+        "ACCOUNT_CONFIG_UPDATE",
+        "MARGIN_CALL",
+        "TRADE_LITE",
+        "STRATEGY_UPDATE",
+        "GRID_UPDATE",
+        "CONDITIONAL_ORDER_TRIGGER_REJECT",
+        "ALGO_UPDATE",
+    ]:
+        return 3
+    if _v1 == "ORDER_TRADE_UPDATE":
+        return 10
+    if _v1 == "ACCOUNT_UPDATE":
+        return 11
+    return -1
+
+
 def ack_id(m: Any) -> Any:
     """ACK rule 'id' applied to an ACK."""
     return m["id"]
@@ -426,6 +510,7 @@ SPEC = rt.ExchangeSpec(
     descriptor="descriptors/binance_futures.toml",
     symbols=SYMBOLS,
     route=route,
+    endpoint_routes={"public": route_public, "market": route_market, "user": route_user},
     routes=ROUTES,
     endpoints={
         "public": rt.WsEndpointSpec(

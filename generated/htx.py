@@ -196,6 +196,41 @@ def route(m: Any, ctx: rt.Context) -> int:
     return -1
 
 
+def route_public(m: Any, ctx: rt.Context) -> int:
+    """Index into ROUTES of the first rule that matches ``m`` on endpoint 'public', or -1 when none does."""
+    _v1 = rt.get(m, "ch")
+    if rt.has(m, "ping"):
+        return 0
+    if rt.get(m, "status") == "error":
+        return 1
+    if rt.has(m, "subbed"):
+        return 2
+    if rt.ends_with(_v1, ".trade.detail"):
+        return 3
+    if rt.ends_with(_v1, ".depth.step0"):
+        return 4
+    if rt.ends_with(_v1, ".bbo"):
+        return 6
+    if rt.ends_with(_v1, ".kline.1min"):
+        return 7
+    return -1
+
+
+def route_feed(m: Any, ctx: rt.Context) -> int:
+    """Index into ROUTES of the first rule that matches ``m`` on endpoint 'feed', or -1 when none does."""
+    _v1 = rt.get(m, "ch")
+    _v2 = rt.get(m, "rep")
+    if rt.has(m, "ping"):
+        return 0
+    if rt.get(m, "status") == "error":
+        return 1
+    if rt.has(m, "subbed"):
+        return 2
+    if rt.ends_with(_v1 if _v1 is not None else _v2 if _v2 is not None else "", ".mbp.150"):
+        return 5
+    return -1
+
+
 def ack_id(m: Any) -> Any:
     """ACK rule 'id' applied to an ACK."""
     return m["id"]
@@ -300,6 +335,7 @@ SPEC = rt.ExchangeSpec(
     descriptor="descriptors/htx.toml",
     symbols=SYMBOLS,
     route=route,
+    endpoint_routes={"public": route_public, "feed": route_feed},
     routes=ROUTES,
     endpoints={
         "public": rt.WsEndpointSpec(

@@ -293,6 +293,44 @@ def route(m: Any, ctx: rt.Context) -> int:
     return -1
 
 
+def route_public(m: Any, ctx: rt.Context) -> int:
+    """Index into ROUTES of the first rule that matches ``m`` on endpoint 'public', or -1 when none does."""
+    _v1 = rt.get(m, "event")
+    _v2 = rt.path(m, "arg", "channel")
+    if m == "pong":
+        return 0
+    if _v1 == "error":
+        return 2
+    if _v1 == "subscribe":
+        return 3
+    if _v2 == "trades" and rt.has(m, "data"):
+        return 4
+    if _v2 == "books" and rt.has(m, "data"):
+        return 5
+    if _v2 == "tickers" and rt.has(m, "data"):
+        return 6
+    return -1
+
+
+def route_private(m: Any, ctx: rt.Context) -> int:
+    """Index into ROUTES of the first rule that matches ``m`` on endpoint 'private', or -1 when none does."""
+    _v1 = rt.get(m, "event")
+    _v2 = rt.path(m, "arg", "channel")
+    if m == "pong":
+        return 0
+    if _v1 == "login":
+        return 1
+    if _v1 == "error":
+        return 2
+    if _v1 == "subscribe":
+        return 3
+    if _v2 == "orders" and rt.has(m, "data"):
+        return 7
+    if _v2 == "account" and rt.has(m, "data"):
+        return 8
+    return -1
+
+
 def ack_key(m: Any) -> Any:
     """ACK rule 'key' applied to an ACK."""
     return m["arg"]["channel"] + (":" + m["arg"]["instId"] if rt.has(m["arg"], "instId") else "")
@@ -390,6 +428,7 @@ SPEC = rt.ExchangeSpec(
     descriptor="descriptors/okx.toml",
     symbols=SYMBOLS,
     route=route,
+    endpoint_routes={"public": route_public, "private": route_private},
     routes=ROUTES,
     endpoints={
         "public": rt.WsEndpointSpec(

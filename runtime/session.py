@@ -475,7 +475,8 @@ class Session:
     # -- reading --------------------------------------------------------------------------------
     async def _read(self, conn: Connection, ctx: Context, tracker: AckTracker) -> str:
         spec = self.spec
-        route, routes = spec.route, spec.routes
+        route = spec.endpoint_routes.get(self.plan.endpoint, spec.route)
+        routes = spec.routes
         compression = self.endpoint.compression
         stats = self.stats
         pipeline = self.pipeline

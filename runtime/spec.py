@@ -300,3 +300,6 @@ class ExchangeSpec:
     """Messages sent right after each connect, before subscribing; each gets a fresh req_id."""
     login: LoginSpec | None = None
     """A signed login on private endpoints, sent after ``on_connect`` and before subscribing."""
+    endpoint_routes: Mapping[str, Callable[[Any, Context], int]] = field(default_factory=dict)
+    """``route`` narrowed to the rules that can match on one endpoint's connections (login
+    rules of other endpoints and channels of other endpoints left out); same ROUTES indices."""

@@ -221,3 +221,19 @@ def test_user_stream_bootstrap_keepalive_login_payload_and_topicless_channels() 
     msg = {"event": {"e": "balance", "B": [{"a": "BTC", "f": "0.5", "l": "0.25"}]}}
     (rec,) = mod.parse_balances(msg, 1, Context())
     assert (rec["total"], rec["available"]) == ("0.75", "0.5")
+
+
+def test_each_endpoint_routes_only_the_rules_that_can_match_there() -> None:
+    mod = _module("user_stream")
+    spec = mod.SPEC
+    assert set(spec.endpoint_routes) == {"public", "keyed", "signed"}
+    order = {"e": "order", "s": "BTCUSDT", "i": 1, "S": "BUY", "X": "NEW"}
+    trade = {"e": "trade", "s": "BTCUSDT", "p": "1", "q": "2"}
+    login_reply = {"status": 200, "id": "1"}
+    ctx = Context()
+    assert spec.routes[spec.route(order, ctx)].channel == "orders"
+    assert spec.routes[spec.endpoint_routes["keyed"](order, ctx)].channel == "orders"
+    assert spec.endpoint_routes["public"](order, ctx) == -1  # not a public channel
+    assert spec.endpoint_routes["public"](trade, ctx) == spec.route(trade, ctx)
+    assert spec.routes[spec.endpoint_routes["signed"](login_reply, ctx)].kind == "login"
+    assert spec.endpoint_routes["keyed"](login_reply, ctx) == -1  # no login there

@@ -433,7 +433,11 @@ def test_mdgen_run_with_the_database_stopped_mid_run(nx: NxServer, tmp_path: Pat
         if "MongoDB reachable" in line:
             break
     nx.kill()  # the first batch is flushed 3 s after start: it meets a stopped database
-    time.sleep(4.0)
+    for line in proc.stderr:  # keep the database down until the sink has noticed (bounded:
+        lines.append(line)  # the run ends after --duration and stderr closes)
+        if "MongoDB unavailable" in line:
+            break
+    time.sleep(1.0)
     nx.start()
     lines.extend(proc.stderr)
     assert proc.wait(60) == 0, "".join(lines)[-3000:]

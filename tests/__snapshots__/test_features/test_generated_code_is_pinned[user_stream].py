@@ -135,6 +135,29 @@ def route(m: Any, ctx: rt.Context) -> int:
     return -1
 
 
+def route_public(m: Any, ctx: rt.Context) -> int:
+    """Index into ROUTES of the first rule that matches ``m`` on endpoint 'public', or -1 when none does."""
+    if rt.get(m, "e") == "trade":
+        return 1
+    return -1
+
+
+def route_keyed(m: Any, ctx: rt.Context) -> int:
+    """Index into ROUTES of the first rule that matches ``m`` on endpoint 'keyed', or -1 when none does."""
+    if rt.get(m, "e") == "order":
+        return 2
+    return -1
+
+
+def route_signed(m: Any, ctx: rt.Context) -> int:
+    """Index into ROUTES of the first rule that matches ``m`` on endpoint 'signed', or -1 when none does."""
+    if rt.has(m, "status"):
+        return 0
+    if rt.has(m, "event") and rt.path(m, "event", "e") == "balance":
+        return 3
+    return -1
+
+
 ROUTES: tuple[rt.Route, ...] = (
     rt.Route("login"),
     rt.Route("data", "trades", parse_trades),
@@ -148,6 +171,7 @@ SPEC = rt.ExchangeSpec(
     descriptor="features/user_stream.toml",
     symbols=SYMBOLS,
     route=route,
+    endpoint_routes={"public": route_public, "keyed": route_keyed, "signed": route_signed},
     routes=ROUTES,
     endpoints={
         "public": rt.WsEndpointSpec(
