@@ -11,11 +11,14 @@ import base64
 import dataclasses
 import gzip
 import random
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from websockets.asyncio.client import connect as ws_connect
 
 from compiler.pipeline import compile_descriptor
 from runtime.booksync import BookOptions, BookSyncs
@@ -29,7 +32,7 @@ from runtime.registry import load_spec
 from runtime.replay import Replayer, replay_lines
 from runtime.run import capture_symbols
 from runtime.sinks import MemorySink
-from runtime.spec import Record
+from runtime.spec import ExchangeSpec, Record
 from runtime.subscriptions import plan_connections
 from runtime.transport import make_transport
 from tests.test_books import FAST, LiveBookMock, _levels, _run_live, _verify
@@ -285,6 +288,11 @@ def _mbp_capture(path: Path, *, symbols: tuple[str, ...], deltas: int, seed: int
             size = "0" if rng.random() < 0.3 else f"{rng.randint(1, 50)}.75"
             tick[side] = [[str(price), size]]
         frames.append({"ch": f"market.{raw}.mbp.150", "ts": 1795000000000 + i, "tick": tick})
+    _gzip_capture(path, frames)
+
+
+def _gzip_capture(path: Path, frames: list[Any]) -> None:
+    """Write ``frames`` as an HTX capture: gzip binary frames on one connection."""
     lines = []
     for n, frame in enumerate(frames):
         text = orjson.dumps(frame).decode()
@@ -296,10 +304,13 @@ def _mbp_capture(path: Path, *, symbols: tuple[str, ...], deltas: int, seed: int
 
 class RequestBookMock(LiveBookMock):
     """A live market that answers snapshot requests (``{"req": topic, "id": ...}``) with the
-    true book now, as HTX does on the same connection."""
+    true book now, as HTX does on the same connection (unlike the stock mock's
+    ``[mock.request]``, which answers with captured replies: here they only set the truth)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, spec: ExchangeSpec, *args: Any, **kwargs: Any) -> None:
+        assert spec.mock is not None
+        spec = dataclasses.replace(spec, mock=dataclasses.replace(spec.mock, request=None))
+        super().__init__(spec, *args, **kwargs)
         self.requests: list[tuple[str, int]] = []
 
     async def _on_message(self, conn: _Conn, message: str | bytes) -> None:
@@ -347,6 +358,171 @@ def test_htx_mbp_live_gaps_are_resynced_by_requests(tmp_path: Path) -> None:
     for raw, records in emitted.items():
         assert records[0]["type"] == "snapshot"
         assert _verify(mock, raw, records, by_seq=True, window=None) == 0
+
+
+def _mbp_records(spec: ExchangeSpec, texts: list[str]) -> list[Record]:
+    replayer = Replayer(spec)
+    entries = ({"recv_ts": 1795000000 + n, "kind": "ws", "data": t} for n, t in enumerate(texts))
+    return [r for n, e in enumerate(entries, 1) for r in replayer.capture_line(n, e)]
+
+
+def test_htx_mbp_fixture_replies_fit_every_stream_position() -> None:
+    """Wherever the stock mock's stream is when a fresh client asks for a snapshot (after its
+    first delta of the symbol), the captured reply it picks connects to the deltas the client
+    buffered and those still to come (prev_seq): the book syncs with no gap, as in replay."""
+    spec = load_spec("htx")
+    mock = MockExchange(spec, FIXTURE_CAPTURES / "htx" / "raw.ndjson")
+    frames = mock.capture.frames
+    assert sorted(mock.capture.replies) == [
+        b'"market.btcusdt.mbp.150"',
+        b'"market.ethusdt.mbp.150"',
+    ]
+    assert not [f for f in frames if '"rep"' in f.text], "replies are not streamed"
+    _, report = _replay("htx", _lines("htx"))
+    final = _final(report, "book_mbp")
+    for raw, symbol in (("btcusdt", "BTC-USDT"), ("ethusdt", "ETH-USDT")):
+        first = min(i for i, f in enumerate(frames) if ("book_mbp", raw) in f.pairs)
+        for position in range(first + 1, len(frames) + 1):
+            reply = mock.reply_for(f"market.{raw}.mbp.150", position)
+            assert reply is not None
+            texts = [f.text for f in frames[:position]] + [reply.frame.text]
+            texts += [f.text for f in frames[position:]]
+            syncs = BookSyncs(spec)
+            for rec in _mbp_records(spec, texts):
+                if rec["symbol"] == symbol:
+                    syncs.feed("book_mbp", [rec])
+            sync = syncs.get("book_mbp", symbol)
+            assert sync is not None and sync.synced, (raw, position)
+            assert not syncs.gaps and syncs.stats.sequence_gaps == 0, (raw, position)
+            book = sync.book.snapshot()
+            assert _levels(book["bids"]) == _levels(final[symbol]["bids"]), (raw, position)
+            assert _levels(book["asks"]) == _levels(final[symbol]["asks"]), (raw, position)
+
+
+def _reply(frame: str | bytes) -> Any:
+    return orjson.loads(gzip.decompress(frame if isinstance(frame, bytes) else frame.encode()))
+
+
+def test_mock_answers_requests_with_the_reply_fitting_the_stream_position(tmp_path: Path) -> None:
+    """``[mock.request]``: captured replies are not streamed; a request gets the latest one
+    captured before the frames streamed so far (else the first), with the request's id; an
+    unknown key gets the reject. Both are counted."""
+    topic = "market.btcusdt.mbp.150"
+
+    def rep(seq: int) -> dict[str, Any]:
+        data = {"seqNum": seq, "bids": [[100, seq]], "asks": [[101, 1]]}
+        return {"id": "captured", "rep": topic, "status": "ok", "data": data}
+
+    def delta(seq: int) -> dict[str, Any]:
+        tick = {"seqNum": seq, "prevSeqNum": seq - 1, "bids": [[99, 1]], "asks": []}
+        return {"ch": topic, "ts": 1795000000000 + seq, "tick": tick}
+
+    capture = tmp_path / "raw.ndjson"
+    _gzip_capture(capture, [rep(10), delta(11), delta(12), rep(12), delta(13)])
+    spec = load_spec("htx")
+
+    async def main(mock: MockExchange) -> list[Any]:
+        async with ws_connect(mock.ws_url + "feed", max_size=None) as ws:
+            got = []
+            for message in (
+                {"req": topic, "id": "r1"},  # before any subscribe: the first reply
+                {"req": "market.xrpusdt.mbp.150", "id": "r2"},  # none captured: the reject
+            ):
+                await ws.send(orjson.dumps(message).decode())
+                got.append(_reply(await asyncio.wait_for(ws.recv(), 5)))
+            await ws.send(orjson.dumps({"sub": topic, "id": "s1"}).decode())
+            streamed = [_reply(await asyncio.wait_for(ws.recv(), 5)) for _ in range(4)]
+            assert [m.get("subbed") or m["tick"]["seqNum"] for m in streamed] == [topic, 11, 12, 13]
+            await ws.send(orjson.dumps({"req": topic, "id": "r3"}).decode())  # the latest reply
+            got.append(_reply(await asyncio.wait_for(ws.recv(), 5)))
+            return got
+
+    async def run() -> tuple[MockExchange, list[Any]]:
+        async with MockExchange(spec, capture) as mock:
+            return mock, await asyncio.wait_for(main(mock), 20)
+
+    mock, (first, unknown, latest) = asyncio.run(run())
+    assert (first["id"], first["rep"], first["data"]["seqNum"]) == ("r1", topic, 10)
+    assert (unknown["id"], unknown["status"]) == ("r2", "error")
+    assert "market.xrpusdt.mbp.150" in unknown["err-msg"]
+    assert (latest["id"], latest["data"]["seqNum"]) == ("r3", 12)
+    stats = mock.stats
+    assert (stats.requests_answered, stats.requests_unknown, stats.subscribes) == (2, 1, 1)
+    assert stats.data_frames_sent == 3 and not stats.errors
+    assert mock.capture.counts["reply"] == 2 and len(mock.capture.frames) == 3
+
+
+def test_htx_mbp_live_against_the_stock_mock_equals_the_replay() -> None:
+    """The collector asks the stock mock for each snapshot; its records equal the replay's and
+    its books end in sync, with no gap."""
+    spec = load_spec("htx")
+    records, report = _replay("htx", _lines("htx"))
+    expected = _final(report, "book_mbp")
+
+    async def main() -> tuple[MemorySink, Instance, MockExchange]:
+        async with MockExchange(spec, FIXTURE_CAPTURES / "htx" / "raw.ndjson") as mock:
+            sink = MemorySink()
+            pipeline = Pipeline(sink, batch_size=20, flush_interval=0.02, queue_batches=8)
+            symbols = capture_symbols(mock, ["book_mbp"])
+            inst = Instance("t", mock.client_spec(), symbols, ["book_mbp"])
+            collector = Collector([inst], make_transport("websockets"), pipeline, backoff=FAST)
+
+            async def watch() -> None:
+                while sum(e["kind"] == "book" for e in sink.envelopes) < len(records):
+                    await asyncio.sleep(0.02)
+                await asyncio.sleep(0.1)
+                collector.request_stop()
+
+            watcher = asyncio.create_task(watch())
+            await collector.run(duration=10)
+            watcher.cancel()
+            return sink, inst, mock
+
+    sink, inst, mock = asyncio.run(main())
+    assert (mock.stats.requests_answered, mock.stats.requests_unknown) == (2, 0)
+    assert not [e for e in sink.envelopes if e["kind"] == "gap"]
+    live = [e["record"] for e in sink.envelopes if e["kind"] == "book"]
+    assert _comparable(live) == _comparable(records)
+    books = inst.sessions[0].books
+    assert books is not None and books.syncs.stats.snapshots == 2
+    for symbol, book in expected.items():
+        mine = books.syncs.get("book_mbp", symbol)
+        assert mine is not None and mine.synced
+        assert _levels(mine.book.snapshot()["bids"]) == _levels(book["bids"])
+        assert _levels(mine.book.snapshot()["asks"]) == _levels(book["asks"])
+
+
+def _comparable(records: list[Record]) -> list[bytes]:
+    return sorted(
+        orjson.dumps({k: v for k, v in r.items() if k != "ts_recv"}, option=orjson.OPT_SORT_KEYS)
+        for r in records
+    )
+
+
+def test_mdgen_run_htx_mock_syncs_book_mbp_on_request(tmp_path: Path) -> None:
+    """``mdgen run htx --mock --channels book_mbp`` on the fixture: what replay gives, no gap."""
+    captures = tmp_path / "captures"
+    (captures / "htx").mkdir(parents=True)
+    (captures / "htx" / "raw.ndjson").write_bytes(b"\n".join(_lines("htx")) + b"\n")
+    data = tmp_path / "data"
+    argv = ["run", "htx", "--mock", "--captures", str(captures), "--channels", "book_mbp"]
+    argv += ["--duration", "3", "--data-dir", str(data), "--quiet"]
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "mdgen"), *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    envelopes = []
+    for path in sorted(data.rglob("*.ndjson.gz")):
+        with gzip.open(path) as handle:
+            envelopes.extend(orjson.loads(line) for line in handle if line.strip())
+    assert not [e for e in envelopes if e["kind"] == "gap"]
+    records, _ = _replay("htx", _lines("htx"))
+    assert _comparable([e["record"] for e in envelopes if e["kind"] == "book"]) == _comparable(
+        records
+    )
 
 
 # -- bitFlyer: diffs on top of the snapshot channel's records -------------------------------------
