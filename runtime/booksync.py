@@ -453,6 +453,8 @@ class BookSyncs:
         self.rules: dict[str, BookSyncSpec] = {}
         self.sources: dict[str, list[str]] = {}
         """Snapshot channel -> the channels (``snapshot = "channel"``) its records start."""
+        self._collected = subscribed
+        """A snapshot channel outside it only feeds books: its own records are not emitted."""
         for name, ch in spec.channels.items():
             if ch.sync is not None:
                 self.rules[name] = ch.sync
@@ -485,7 +487,8 @@ class BookSyncs:
         """Stream records of a channel of :attr:`channels`; returns those to emit, in order.
 
         Records of a snapshot channel also start the books of the channels taking their
-        snapshots from it: each is emitted again as a snapshot record of that channel.
+        snapshots from it: each is emitted again as a snapshot record of that channel (and as
+        a record of its own channel only when that channel is collected too).
         """
         targets = self.sources.get(channel)
         if targets is None:
@@ -497,9 +500,11 @@ class BookSyncs:
                 out.extend(self._sync(channel, rec).on_record(rec))
             return out
         own = channel in self.rules
+        keep = self._collected is None or channel in self._collected
         out = []
         for rec in records:
-            out.extend(self._sync(channel, rec).on_record(rec) if own else [rec])
+            if keep:
+                out.extend(self._sync(channel, rec).on_record(rec) if own else [rec])
             for target in targets:
                 copy = {**rec, "channel": target, "type": "snapshot"}
                 out.extend(self._sync(target, copy).on_snapshot(copy))

@@ -142,6 +142,7 @@ class Session:
             self._emit,
             rest=rest,
             options=book_options,
+            subscribed=frozenset(sub.channel for sub in plan.subscriptions) - plan.feeds_only,
         )
 
     @property
@@ -572,6 +573,7 @@ class Session:
                 connection=self.plan.name,
             )
             for sub in self.plan.subscriptions
+            if sub.channel not in self.plan.feeds_only
         ]
         if self.pipeline.add(envs):
             await self.pipeline.flush()

@@ -30,6 +30,9 @@ class ConnectionPlan:
     endpoint: str
     urls: tuple[str, ...]
     subscriptions: tuple[Subscription, ...]
+    feeds_only: frozenset[str] = frozenset()
+    """Channels subscribed only as another channel's snapshot source, not collected: their
+    records feed books and are not emitted (nor are gap records for them)."""
 
 
 @dataclass
@@ -57,6 +60,7 @@ def plan_connections(
     # An ``also`` channel has no subscription of its own: its parent's carries it.
     wanted = [spec.channels[c].source or c for c in channels]
     sources = {_snapshot_channel(spec, c) for c in wanted} - {None}
+    feeds_only = frozenset(c for c in sources if c is not None and c not in wanted)
     units: dict[str, list[list[Subscription]]] = {}
     seen: set[tuple[str, str]] = set()
     for channel in wanted:
@@ -85,7 +89,9 @@ def plan_connections(
                 chunks.append([])
             chunks[-1].extend(unit)
         for n, chunk in enumerate(chunks):
-            plans.append(ConnectionPlan(f"{instance}/{endpoint}#{n}", endpoint, urls, tuple(chunk)))
+            name = f"{instance}/{endpoint}#{n}"
+            fed = feeds_only & {sub.channel for sub in chunk}
+            plans.append(ConnectionPlan(name, endpoint, urls, tuple(chunk), frozenset(fed)))
     return plans
 
 

@@ -614,8 +614,10 @@ def test_bitflyer_book_live_against_the_mock_equals_the_replay() -> None:
     books = inst.sessions[0].books
     assert books is not None and all(s.synced for s in books.syncs)
     assert mock.stats.subscribes == 4  # book and book_snapshot, two symbols
-    channels = {e["record"]["channel"] for e in sink.envelopes if e["kind"] == "book"}
-    assert channels == {"book", "book_snapshot"}
+    # book_snapshot was subscribed only to feed book: its records are not written, nor gaps
+    assert inst.sessions[0].plan.feeds_only == {"book_snapshot"}
+    channels = {e["record"]["channel"] for e in sink.envelopes}
+    assert channels == {"book"}
     for symbol, book in expected.items():
         mine = books.syncs.get("book", symbol)
         assert mine is not None and mine.synced
