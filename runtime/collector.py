@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from runtime.instruments import SymbolReport
 from runtime.pipeline import Pipeline
 from runtime.rest import RestClient
 from runtime.session import Backoff, Session, State
@@ -67,6 +68,8 @@ class Collector:
         self.rest_transport = rest_transport
         self.shutdown_timeout = shutdown_timeout
         self.unflushed = 0
+        self.symbol_reports: dict[str, SymbolReport] = {}
+        """What loading symbol overrides did, by exchange (set by ``mdgen run``; metrics)."""
         """Envelopes accepted but not written because the shutdown deadline passed."""
         self._clients: list[RestClient] = []
         self.transport = transport

@@ -195,6 +195,7 @@ async def execute(
             backoff=settings.backoff,
             shutdown_timeout=settings.shutdown_timeout,
         )
+        collector.symbol_reports = reports
         await stack.enter_async_context(
             Ops(collector, settings.ops, probe_clocks=not settings.mock)
         )

@@ -367,3 +367,36 @@ def test_run_mock_loads_the_instrument_list(tmp_path: Path) -> None:
     names = {p.name for p in data.rglob("*.ndjson.gz")}
     assert "BTC-USD-20210924-8000-P.ndjson.gz" in names, sorted(names)
     assert not any("SEP21" in n for n in names)
+
+
+def test_symbol_override_counts_are_metrics() -> None:
+    from runtime.collector import Collector
+    from runtime.instruments import SymbolReport
+    from runtime.ops import ObservedSink
+    from runtime.ops.health import Monitor
+    from runtime.ops.metrics import RuntimeMetrics
+    from runtime.pipeline import Pipeline
+    from runtime.sinks import MemorySink
+    from runtime.transport import make_transport
+
+    pipeline = Pipeline(MemorySink(), batch_size=10, flush_interval=1.0, queue_batches=2)
+    collector = Collector([], make_transport("websockets"), pipeline)
+    report = SymbolReport("deribit", instruments=812, requests=4, requests_failed=1)
+    report.items_skipped, report.file_entries = 2, 3
+    collector.symbol_reports = {"deribit": report}
+    sink = ObservedSink(MemorySink())
+    metrics = RuntimeMetrics(collector, sink, Monitor(collector, sink))
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in metrics.collect()
+        if family.name.startswith(("mdgen_symbol", "mdgen_instrument"))
+        for s in family.samples
+    }
+    ex = ("exchange", "deribit")
+    assert samples == {
+        ("mdgen_symbol_overrides", (ex, ("source", "instruments"))): 812,
+        ("mdgen_symbol_overrides", (ex, ("source", "file"))): 3,
+        ("mdgen_instrument_list_requests_total", (ex, ("outcome", "ok"))): 3,
+        ("mdgen_instrument_list_requests_total", (ex, ("outcome", "failed"))): 1,
+        ("mdgen_instrument_list_items_skipped_total", (ex,)): 2,
+    }

@@ -131,6 +131,35 @@ class RuntimeMetrics(PromCollector):
         yield from self._pipeline()
         yield from self._rest()
         yield from self._clock()
+        yield from self._symbols()
+
+    def _symbols(self) -> Iterable[Metric]:
+        """Symbol overrides loaded at startup (instrument lists, symbol map files)."""
+        reports = self.collector.symbol_reports
+        if not reports:
+            return
+        overrides = GaugeMetricFamily(
+            "mdgen_symbol_overrides",
+            "Raw -> canonical symbol overrides loaded at startup, by source.",
+            labels=["exchange", "source"],
+        )
+        calls = CounterMetricFamily(
+            "mdgen_instrument_list_requests",
+            "Instrument-list calls made at startup, by outcome.",
+            labels=["exchange", "outcome"],
+        )
+        skipped = CounterMetricFamily(
+            "mdgen_instrument_list_items_skipped",
+            "Instrument-list items that could not be read (their symbols use the rules).",
+            labels=["exchange"],
+        )
+        for exchange, report in sorted(reports.items()):
+            overrides.add_metric([exchange, "instruments"], report.instruments)
+            overrides.add_metric([exchange, "file"], report.file_entries)
+            calls.add_metric([exchange, "ok"], report.requests - report.requests_failed)
+            calls.add_metric([exchange, "failed"], report.requests_failed)
+            skipped.add_metric([exchange], report.items_skipped)
+        yield from (overrides, calls, skipped)
 
     def _info(self) -> Iterable[Metric]:
         info = InfoMetricFamily("mdgen_build", "mdgen version and runtime API version.")
