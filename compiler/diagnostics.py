@@ -43,6 +43,7 @@ CODES: dict[str, str] = {
     "E413": "nothing to collect: no instance, or no symbols for an exchange",
     "E414": "a symbol map file cannot be read, is not TOML, or has an entry that is not "
     'raw = "CANONICAL"',
+    "E415": "a private channel is selected and a credential environment variable is unset",
     "W400": "an instance's symbol_map_file does not exist",
     "W401": "a symbol or channel is listed twice",
 }

@@ -686,6 +686,24 @@ def needs_credentials(spec: ExchangeSpec, endpoint: str) -> bool:
     return call is not None and (call.signed or call.api_key)
 
 
+def _missing_credentials(exchange: str, spec: ExchangeSpec, channel: str) -> str | None:
+    """Why a private channel cannot be collected: the credential variables that are unset."""
+    endpoint = spec.channels[channel].endpoint
+    signing = spec.signing
+    if signing is None or not needs_credentials(spec, endpoint):
+        return None
+    names = [signing.key_env, signing.secret_env]
+    if signing.passphrase_env:
+        names.append(signing.passphrase_env)
+    unset = [n for n in names if not os.environ.get(n, "").strip()]
+    if not unset:
+        return None
+    return (
+        f"channel '{channel}' of '{exchange}' is private and needs credentials: set the "
+        f"environment variable{'s' if len(unset) > 1 else ''} {', '.join(unset)}"
+    )
+
+
 def _unknown_channel(exchange: str, channel: str, spec: ExchangeSpec) -> str:
     names = list(spec.channels)
     return (
@@ -838,6 +856,10 @@ def _check_instance(
                     rep.at(
                         where + ("channels", i), "E409", _unknown_channel(exchange, channel, spec)
                     )
+                elif isinstance(channel, str):
+                    missing = _missing_credentials(exchange, spec, channel)
+                    if missing is not None:
+                        rep.at(where + ("channels", i), "E415", missing)
     descriptor = raw.get("descriptor_path")
     if isinstance(descriptor, str) and descriptor.strip():
         path = _resolve(base, Path(descriptor))
@@ -1047,6 +1069,8 @@ def _plan(
         for j, channel in enumerate(cli.channels or []):
             if channel not in spec.channels:
                 rep.cli("--channels", j, "E409", _unknown_channel(exchange, channel, spec))
+            elif (missing := _missing_credentials(exchange, spec, channel)) is not None:
+                rep.cli("--channels", j, "E415", missing)
         if not mine:
             if not cli.symbols:
                 disabled = [n for n, i in config.instances.items() if i.exchange == exchange]

@@ -891,6 +891,35 @@ def test_cli_channels_are_checked_against_every_exchange(folder: Path) -> None:
         """)  # noqa: E501
 
 
+def test_private_channels_need_their_credentials_before_anything_runs(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("BINANCE_API_KEY", "BINANCE_API_SECRET", "OKX_API_KEY", "OKX_API_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OKX_API_KEY", "set")
+    monkeypatch.setenv("OKX_API_PASSPHRASE", "set")
+    overrides = RunOverrides(
+        exchanges=["binance_futures"], symbols=["BTC-USDT-PERP"], channels=["trades", "orders"]
+    )
+    assert cli_failure(overrides, "") == expected(f"""
+        {COMMAND_LINE}:1:69: error[E415]: channel 'orders' of 'binance_futures' is private and needs credentials: set the environment variables BINANCE_API_KEY, BINANCE_API_SECRET
+          at --channels
+            1 | mdgen run binance_futures --symbols BTC-USDT-PERP --channels trades,orders
+              |                                                                     ^^^^^^
+        """)  # noqa: E501
+    text = """
+        [instances.okx-account]
+        exchange = "okx"
+        descriptor_path = "descriptors/okx.toml"
+        symbols = ["BTC-USDT"]
+        channels = ["balances"]
+        """
+    assert codes(text) == ["E415"]
+    monkeypatch.setenv("OKX_API_SECRET", "set")
+    config, warnings = load(text)  # public channels never need them, private ones once set
+    assert warnings == [] and config.instances["okx-account"].channels == ["balances"]
+
+
 def test_cli_errors_without_a_config_file(folder: Path) -> None:
     assert failure(None, RunOverrides(exchanges=["binance"], shard="1-4")) == expected(f"""
         {COMMAND_LINE}:1:11: error[E413]: no symbols to collect from 'binance': pass --symbols, or enable an instance with exchange = "binance" in the config
@@ -1134,7 +1163,7 @@ def test_shard_assignment_does_not_depend_on_pythonhashseed() -> None:
 def test_codes_are_registered_and_documented() -> None:
     doc = (ROOT / "docs" / "collector-config.md").read_text()
     config_codes = [c for c in CODES if re.fullmatch(r"[EW]4\d\d", c)]
-    assert config_codes == [f"E{n}" for n in range(400, 415)] + ["W400", "W401"]
+    assert config_codes == [f"E{n}" for n in range(400, 416)] + ["W400", "W401"]
     for code in config_codes:
         assert f"### {code}" in doc, code
 
