@@ -362,10 +362,24 @@ class Lowerer:
             )
         if ws.ack is not None:
             self._route(routes, ("websocket", "ack", "match"), ws.ack.match, 'rt.Route("ack")')
+        scoped = frozenset(ws.control.endpoints) if ws.control.endpoints else None
+        for i, ep_name in enumerate(ws.control.endpoints):
+            if ep_name not in ws.endpoints:
+                self.error(
+                    ("websocket", "control", "endpoints", i),
+                    "E304",
+                    f"endpoint '{ep_name}' is not defined in [websocket.endpoints]",
+                )
         for kind in ("reconnect", "heartbeat", "info"):
             source = getattr(ws.control, kind)
             if source is not None:
-                self._route(routes, ("websocket", "control", kind), source, f'rt.Route("{kind}")')
+                self._route(
+                    routes,
+                    ("websocket", "control", kind),
+                    source,
+                    f'rt.Route("{kind}")',
+                    scoped,
+                )
 
     def _route_function(self, routes: list[_Route], endpoint: str | None = None) -> str:
         """``route`` over every rule, or ``route_<endpoint>`` over the rules that can match on

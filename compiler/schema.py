@@ -114,6 +114,8 @@ class Control(_Model):
     heartbeat: Expr | None = None
     info: Expr | None = None
     reconnect: Expr | None = None
+    endpoints: list[Ident] = []
+    """The WebSocket endpoints whose messages these rules apply to (empty: all of them)."""
 
 
 class BootstrapKeepalive(_Model):

@@ -366,25 +366,20 @@ def route(m: Any, ctx: rt.Context) -> int:
 
 def route_public(m: Any, ctx: rt.Context) -> int:
     """Index into ROUTES of the first rule that matches ``m`` on endpoint 'public', or -1 when none does."""
-    _v1 = rt.path(m, "event", "e")
-    _v2 = rt.path(m, "data", "e")
+    _v1 = rt.path(m, "data", "e")
     if rt.has(m, "error"):
         return 1
     if rt.has(m, "result") and rt.has(m, "id"):
         return 2
-    if _v1 == "eventStreamTerminated":
-        return 3
-    if rt.has(m, "subscriptionId") and _v1 in ["balanceUpdate", "listStatus", "externalLockUpdate"]:
-        return 4
-    if _v2 == "trade":
+    if _v1 == "trade":
         return 5
-    if _v2 == "aggTrade":
+    if _v1 == "aggTrade":
         return 6
-    if _v2 == "depthUpdate":
+    if _v1 == "depthUpdate":
         return 7
     if rt.ends_with(rt.get(m, "stream"), "@bookTicker"):
         return 8
-    if _v2 == "kline":
+    if _v1 == "kline":
         return 9
     return -1
 

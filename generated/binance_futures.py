@@ -367,58 +367,32 @@ def route(m: Any, ctx: rt.Context) -> int:
 
 def route_public(m: Any, ctx: rt.Context) -> int:
     """Index into ROUTES of the first rule that matches ``m`` on endpoint 'public', or -1 when none does."""
-    _v1 = rt.get(m, "e")
-    _v2 = rt.path(m, "data", "e")
+    _v1 = rt.path(m, "data", "e")
     if rt.has(m, "error"):
         return 0
     if rt.has(m, "result") and rt.has(m, "id"):
         return 1
-    if _v1 == "listenKeyExpired":
-        return 2
-    if _v1 in [
-        "ACCOUNT_CONFIG_UPDATE",
-        "MARGIN_CALL",
-        "TRADE_LITE",
-        "STRATEGY_UPDATE",
-        "GRID_UPDATE",
-        "CONDITIONAL_ORDER_TRIGGER_REJECT",
-        "ALGO_UPDATE",
-    ]:
-        return 3
-    if _v2 == "depthUpdate":
+    if _v1 == "depthUpdate":
         return 5
-    if _v2 == "bookTicker":
+    if _v1 == "bookTicker":
         return 6
     return -1
 
 
 def route_market(m: Any, ctx: rt.Context) -> int:
     """Index into ROUTES of the first rule that matches ``m`` on endpoint 'market', or -1 when none does."""
-    _v1 = rt.get(m, "e")
-    _v2 = rt.path(m, "data", "e")
+    _v1 = rt.path(m, "data", "e")
     if rt.has(m, "error"):
         return 0
     if rt.has(m, "result") and rt.has(m, "id"):
         return 1
-    if _v1 == "listenKeyExpired":
-        return 2
-    if _v1 in [
-        "ACCOUNT_CONFIG_UPDATE",
-        "MARGIN_CALL",
-        "TRADE_LITE",
-        "STRATEGY_UPDATE",
-        "GRID_UPDATE",
-        "CONDITIONAL_ORDER_TRIGGER_REJECT",
-        "ALGO_UPDATE",
-    ]:
-        return 3
-    if _v2 == "aggTrade":
+    if _v1 == "aggTrade":
         return 4
-    if _v2 == "kline":
+    if _v1 == "kline":
         return 7
-    if _v2 == "markPriceUpdate":
+    if _v1 == "markPriceUpdate":
         return 8
-    if _v2 == "forceOrder":
+    if _v1 == "forceOrder":
         return 9
     return -1
 
