@@ -31,7 +31,7 @@ from runtime.replay import replay_lines
 from runtime.session import Backoff
 from runtime.signing import login_signer
 from runtime.sinks import MemorySink
-from runtime.spec import ExchangeSpec
+from runtime.spec import Context, ExchangeSpec
 from runtime.transport import make_transport
 
 HERE = Path(__file__).parent / "fixtures" / "private"
@@ -388,3 +388,15 @@ def test_futures_listen_key_from_the_mock_needs_the_api_key(
     assert mock.stats.rest_refused == 1 and mock.stats.paths == []
     assert not _records(sink.envelopes)
     assert KEY not in caplog.text and SECRET not in caplog.text
+
+
+def test_user_stream_rules_are_tried_on_user_connections_only() -> None:
+    spec = load_spec("binance")
+    ctx = Context()
+    ended = {"subscriptionId": 0, "event": {"e": "eventStreamTerminated", "E": 1}}
+    trade = {"stream": "btcusdt@trade", "data": {"e": "trade", "s": "BTCUSDT"}}
+    assert spec.routes[spec.endpoint_routes["user"](ended, ctx)].kind == "reconnect"
+    assert spec.endpoint_routes["public"](ended, ctx) == -1  # control.endpoints = ["user"]
+    assert spec.routes[spec.endpoint_routes["public"](trade, ctx)].channel == "trades"
+    assert spec.endpoint_routes["user"](trade, ctx) == -1
+    assert spec.route(ended, ctx) == spec.endpoint_routes["user"](ended, ctx)  # replay: all
