@@ -152,6 +152,47 @@ def parse_ticker(m: Any, ts_recv: int, ctx: rt.Context) -> list[rt.Record]:
     ]
 
 
+def topic_candles(raw: str, symbol: str) -> Any:
+    """The subscription topic of channel 'candles' for one symbol."""
+    return raw
+
+
+def key_candles() -> Any:
+    """The grouping key of channel 'candles'."""
+    return {"name": "ohlc", "interval": 1}
+
+
+def ack_key_candles(raw: str, symbol: str, key: Any) -> Any:
+    """What an ACK for channel 'candles' and one symbol is matched on."""
+    return "ohlc:" + raw
+
+
+def parse_candles(m: Any, ts_recv: int, ctx: rt.Context) -> list[rt.Record]:
+    """Records of channel 'candles' (kind candles) from one message."""
+    c = m[1]
+    minutes = int(m[-2].split("-")[1])
+    symbol_raw = m[-1]
+    return [
+        {
+            "exchange": EXCHANGE,
+            "channel": "candles",
+            "symbol": SYMBOLS.canonical(symbol_raw),
+            "symbol_raw": symbol_raw,
+            "ts_exchange": rt.ts_s(c[0]),
+            "ts_recv": ts_recv,
+            "seq": None,
+            "interval": m[-2].split("-")[1],
+            "open": rt.dec(c[2]),
+            "high": rt.dec(c[3]),
+            "low": rt.dec(c[4]),
+            "close": rt.dec(c[5]),
+            "volume": rt.dec(c[7]),
+            "start": rt.ts_s(c[1].split(".")[0]) - minutes * 60000000000,
+            "closed": None,
+        }
+    ]
+
+
 def subscribe_message(topics: list[Any], key: Any, req_id: int, symbols: list[str]) -> Any:
     """One subscribe message for a chunk of topics."""
     return {"event": "subscribe", "pair": topics, "subscription": key, "reqid": req_id}
@@ -177,6 +218,8 @@ def route(m: Any, ctx: rt.Context) -> int:
         return 6
     if _v2 == "ticker":
         return 7
+    if rt.starts_with(_v2, "ohlc-"):
+        return 8
     return -1
 
 
@@ -241,7 +284,12 @@ def mock_ack(m: Any, topic: Any) -> Any:
         "pair": topic,
         "status": "subscribed",
         "channelName": m["subscription"]["name"]
-        + ("-" + str(m["subscription"]["depth"]) if rt.has(m["subscription"], "depth") else ""),
+        + ("-" + str(m["subscription"]["depth"]) if rt.has(m["subscription"], "depth") else "")
+        + (
+            "-" + str(m["subscription"]["interval"])
+            if rt.has(m["subscription"], "interval")
+            else ""
+        ),
         "subscription": m["subscription"],
         "reqid": rt.get(m, "reqid") if rt.get(m, "reqid") is not None else None,
     }
@@ -268,6 +316,7 @@ ROUTES: tuple[rt.Route, ...] = (
     rt.Route("data", "trades", parse_trades),
     rt.Route("data", "book", parse_book),
     rt.Route("data", "ticker", parse_ticker),
+    rt.Route("data", "candles", parse_candles),
 )
 
 SPEC = rt.ExchangeSpec(
@@ -317,6 +366,14 @@ SPEC = rt.ExchangeSpec(
             topic=topic_ticker,
             key=key_ticker,
             ack_key=ack_key_ticker,
+        ),
+        "candles": rt.ChannelSpec(
+            name="candles",
+            kind="candles",
+            endpoint="public",
+            topic=topic_candles,
+            key=key_candles,
+            ack_key=ack_key_candles,
         ),
     },
     ack=rt.AckSpec(per="topic", timeout=10.0, key=ack_key, ok=ack_ok, reason=ack_reason),

@@ -131,6 +131,148 @@ def parse_ticker(m: Any, ts_recv: int, ctx: rt.Context) -> list[rt.Record]:
     return out
 
 
+def topic_funding(raw: str, symbol: str) -> Any:
+    """The subscription topic of channel 'funding' for one symbol."""
+    return {"channel": "funding-rate", "instId": raw}
+
+
+def ack_key_funding(raw: str, symbol: str, key: Any) -> Any:
+    """What an ACK for channel 'funding' and one symbol is matched on."""
+    return "funding-rate:" + raw
+
+
+def parse_funding(m: Any, ts_recv: int, ctx: rt.Context) -> list[rt.Record]:
+    """Records of channel 'funding' (kind funding) from one message."""
+    symbol_raw = m["arg"]["instId"]
+    out: list[rt.Record] = []
+    for it in m["data"]:
+        out.append(
+            {
+                "exchange": EXCHANGE,
+                "channel": "funding",
+                "symbol": SYMBOLS.canonical(symbol_raw),
+                "symbol_raw": symbol_raw,
+                "ts_exchange": rt.ts_ms(it["ts"]),
+                "ts_recv": ts_recv,
+                "seq": None,
+                "rate": rt.dec(it["fundingRate"]),
+                "next_funding_ts": rt.ts_ms(it["fundingTime"]),
+                "predicted_rate": (
+                    rt.dec(it["nextFundingRate"])
+                    if (
+                        rt.path(it, "nextFundingRate")
+                        if rt.path(it, "nextFundingRate") is not None
+                        else ""
+                    )
+                    != ""
+                    else None
+                ),
+            }
+        )
+    return out
+
+
+def topic_open_interest(raw: str, symbol: str) -> Any:
+    """The subscription topic of channel 'open_interest' for one symbol."""
+    return {"channel": "open-interest", "instId": raw}
+
+
+def ack_key_open_interest(raw: str, symbol: str, key: Any) -> Any:
+    """What an ACK for channel 'open_interest' and one symbol is matched on."""
+    return "open-interest:" + raw
+
+
+def parse_open_interest(m: Any, ts_recv: int, ctx: rt.Context) -> list[rt.Record]:
+    """Records of channel 'open_interest' (kind open_interest) from one message."""
+    symbol_raw = m["arg"]["instId"]
+    out: list[rt.Record] = []
+    for it in m["data"]:
+        out.append(
+            {
+                "exchange": EXCHANGE,
+                "channel": "open_interest",
+                "symbol": SYMBOLS.canonical(symbol_raw),
+                "symbol_raw": symbol_raw,
+                "ts_exchange": rt.ts_ms(it["ts"]),
+                "ts_recv": ts_recv,
+                "seq": None,
+                "open_interest": rt.dec(it["oiCcy"]),
+            }
+        )
+    return out
+
+
+def topic_mark_price(raw: str, symbol: str) -> Any:
+    """The subscription topic of channel 'mark_price' for one symbol."""
+    return {"channel": "mark-price", "instId": raw}
+
+
+def ack_key_mark_price(raw: str, symbol: str, key: Any) -> Any:
+    """What an ACK for channel 'mark_price' and one symbol is matched on."""
+    return "mark-price:" + raw
+
+
+def parse_mark_price(m: Any, ts_recv: int, ctx: rt.Context) -> list[rt.Record]:
+    """Records of channel 'mark_price' (kind mark_price) from one message."""
+    symbol_raw = m["arg"]["instId"]
+    out: list[rt.Record] = []
+    for it in m["data"]:
+        out.append(
+            {
+                "exchange": EXCHANGE,
+                "channel": "mark_price",
+                "symbol": SYMBOLS.canonical(symbol_raw),
+                "symbol_raw": symbol_raw,
+                "ts_exchange": rt.ts_ms(it["ts"]),
+                "ts_recv": ts_recv,
+                "seq": None,
+                "mark": rt.dec(it["markPx"]),
+                "index": None,
+            }
+        )
+    return out
+
+
+def topic_candles(raw: str, symbol: str) -> Any:
+    """The subscription topic of channel 'candles' for one symbol."""
+    return {"channel": "candle1m", "instId": raw}
+
+
+def ack_key_candles(raw: str, symbol: str, key: Any) -> Any:
+    """What an ACK for channel 'candles' and one symbol is matched on."""
+    return "candle1m:" + raw
+
+
+def parse_candles(m: Any, ts_recv: int, ctx: rt.Context) -> list[rt.Record]:
+    """Records of channel 'candles' (kind candles) from one message."""
+    symbol_raw = m["arg"]["instId"]
+    f_interval = m["arg"]["channel"].replace("candle", "")
+    out: list[rt.Record] = []
+    for it in m["data"]:
+        out.append(
+            {
+                "exchange": EXCHANGE,
+                "channel": "candles",
+                "symbol": SYMBOLS.canonical(symbol_raw),
+                "symbol_raw": symbol_raw,
+                "ts_exchange": None,
+                "ts_recv": ts_recv,
+                "seq": None,
+                "interval": f_interval,
+                "open": rt.dec(it[1]),
+                "high": rt.dec(it[2]),
+                "low": rt.dec(it[3]),
+                "close": rt.dec(it[4]),
+                "volume": (
+                    rt.dec(it[6]) if len(m["arg"]["instId"].split("-")) > 2 else rt.dec(it[5])
+                ),
+                "start": rt.ts_ms(it[0]),
+                "closed": it[8] == "1",
+            }
+        )
+    return out
+
+
 def topic_orders(raw: str, symbol: str) -> Any:
     """The subscription topic of channel 'orders' for one symbol."""
     return {"channel": "orders", "instType": "ANY", "instId": raw}
@@ -286,10 +428,18 @@ def route(m: Any, ctx: rt.Context) -> int:
         return 5
     if _v2 == "tickers" and rt.has(m, "data"):
         return 6
-    if _v2 == "orders" and rt.has(m, "data"):
+    if _v2 == "funding-rate" and rt.has(m, "data"):
         return 7
-    if _v2 == "account" and rt.has(m, "data"):
+    if _v2 == "open-interest" and rt.has(m, "data"):
         return 8
+    if _v2 == "mark-price" and rt.has(m, "data"):
+        return 9
+    if rt.starts_with(_v2, "candle") and rt.has(m, "data"):
+        return 10
+    if _v2 == "orders" and rt.has(m, "data"):
+        return 11
+    if _v2 == "account" and rt.has(m, "data"):
+        return 12
     return -1
 
 
@@ -309,6 +459,26 @@ def route_public(m: Any, ctx: rt.Context) -> int:
         return 5
     if _v2 == "tickers" and rt.has(m, "data"):
         return 6
+    if _v2 == "funding-rate" and rt.has(m, "data"):
+        return 7
+    if _v2 == "open-interest" and rt.has(m, "data"):
+        return 8
+    if _v2 == "mark-price" and rt.has(m, "data"):
+        return 9
+    return -1
+
+
+def route_business(m: Any, ctx: rt.Context) -> int:
+    """Index into ROUTES of the first rule that matches ``m`` on endpoint 'business', or -1 when none does."""
+    _v1 = rt.get(m, "event")
+    if m == "pong":
+        return 0
+    if _v1 == "error":
+        return 2
+    if _v1 == "subscribe":
+        return 3
+    if rt.starts_with(rt.path(m, "arg", "channel"), "candle") and rt.has(m, "data"):
+        return 10
     return -1
 
 
@@ -325,9 +495,9 @@ def route_private(m: Any, ctx: rt.Context) -> int:
     if _v1 == "subscribe":
         return 3
     if _v2 == "orders" and rt.has(m, "data"):
-        return 7
+        return 11
     if _v2 == "account" and rt.has(m, "data"):
-        return 8
+        return 12
     return -1
 
 
@@ -418,6 +588,10 @@ ROUTES: tuple[rt.Route, ...] = (
     rt.Route("data", "trades", parse_trades),
     rt.Route("data", "book", parse_book),
     rt.Route("data", "ticker", parse_ticker),
+    rt.Route("data", "funding", parse_funding),
+    rt.Route("data", "open_interest", parse_open_interest),
+    rt.Route("data", "mark_price", parse_mark_price),
+    rt.Route("data", "candles", parse_candles),
     rt.Route("data", "orders", dispatch_orders),
     rt.Route("data", "balances", parse_balances),
 )
@@ -428,11 +602,20 @@ SPEC = rt.ExchangeSpec(
     descriptor="descriptors/okx.toml",
     symbols=SYMBOLS,
     route=route,
-    endpoint_routes={"public": route_public, "private": route_private},
+    endpoint_routes={"public": route_public, "business": route_business, "private": route_private},
     routes=ROUTES,
     endpoints={
         "public": rt.WsEndpointSpec(
             urls=("wss://ws.okx.com:8443/ws/v5/public", "wss://wsaws.okx.com:8443/ws/v5/public"),
+            compression="none",
+            max_outbound_per_second=3.0,
+            idle_timeout=30.0,
+        ),
+        "business": rt.WsEndpointSpec(
+            urls=(
+                "wss://ws.okx.com:8443/ws/v5/business",
+                "wss://wsaws.okx.com:8443/ws/v5/business",
+            ),
             compression="none",
             max_outbound_per_second=3.0,
             idle_timeout=30.0,
@@ -476,6 +659,34 @@ SPEC = rt.ExchangeSpec(
             endpoint="public",
             topic=topic_ticker,
             ack_key=ack_key_ticker,
+        ),
+        "funding": rt.ChannelSpec(
+            name="funding",
+            kind="funding",
+            endpoint="public",
+            topic=topic_funding,
+            ack_key=ack_key_funding,
+        ),
+        "open_interest": rt.ChannelSpec(
+            name="open_interest",
+            kind="open_interest",
+            endpoint="public",
+            topic=topic_open_interest,
+            ack_key=ack_key_open_interest,
+        ),
+        "mark_price": rt.ChannelSpec(
+            name="mark_price",
+            kind="mark_price",
+            endpoint="public",
+            topic=topic_mark_price,
+            ack_key=ack_key_mark_price,
+        ),
+        "candles": rt.ChannelSpec(
+            name="candles",
+            kind="candles",
+            endpoint="business",
+            topic=topic_candles,
+            ack_key=ack_key_candles,
         ),
         "orders": rt.ChannelSpec(
             name="orders",
