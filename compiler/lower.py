@@ -618,6 +618,17 @@ class Lowerer:
                 ch.topic,
                 Scope(variables={"raw": "raw", "symbol": "symbol"}),
             )
+        applies = None
+        if ch.for_symbols is not None:
+            applies = self.expr_function(
+                f"for_symbols_{name}",
+                "raw: str, symbol: str",
+                "bool",
+                f"Does channel '{name}' exist for this symbol?",
+                (*base, "for_symbols"),
+                ch.for_symbols,
+                Scope(variables={"raw": "raw", "symbol": "symbol"}),
+            )
         key = None
         if ch.key is not None:
             key = self.expr_function(
@@ -706,6 +717,7 @@ class Lowerer:
             key=key,
             ack_key=ack_key,
             sync=sync,
+            for_symbols=applies,
         )
 
     def _sync_request(self, name: str, base: TomlPath, ch: Channel, s: BookSync) -> str | None:

@@ -215,6 +215,9 @@ class Channel(Parse):
     topic: Expr | None = None
     """None: nothing is subscribed; the channel's messages come once the connection is set up
     (a bootstrapped URL or a login)."""
+    for_symbols: Expr | None = None
+    """Which symbols the channel exists for (``raw``, ``symbol``); others are not subscribed
+    (e.g. funding rates for perpetuals only)."""
     key: Expr | None = None
     ack_key: Expr | None = None
     match: Expr

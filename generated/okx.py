@@ -136,6 +136,11 @@ def topic_funding(raw: str, symbol: str) -> Any:
     return {"channel": "funding-rate", "instId": raw}
 
 
+def for_symbols_funding(raw: str, symbol: str) -> bool:
+    """Does channel 'funding' exist for this symbol?"""
+    return bool(rt.ends_with(raw, "-SWAP"))
+
+
 def ack_key_funding(raw: str, symbol: str, key: Any) -> Any:
     """What an ACK for channel 'funding' and one symbol is matched on."""
     return "funding-rate:" + raw
@@ -175,6 +180,11 @@ def parse_funding(m: Any, ts_recv: int, ctx: rt.Context) -> list[rt.Record]:
 def topic_open_interest(raw: str, symbol: str) -> Any:
     """The subscription topic of channel 'open_interest' for one symbol."""
     return {"channel": "open-interest", "instId": raw}
+
+
+def for_symbols_open_interest(raw: str, symbol: str) -> bool:
+    """Does channel 'open_interest' exist for this symbol?"""
+    return bool(len(raw.split("-")) > 2)
 
 
 def ack_key_open_interest(raw: str, symbol: str, key: Any) -> Any:
@@ -666,6 +676,7 @@ SPEC = rt.ExchangeSpec(
             endpoint="public",
             topic=topic_funding,
             ack_key=ack_key_funding,
+            for_symbols=for_symbols_funding,
         ),
         "open_interest": rt.ChannelSpec(
             name="open_interest",
@@ -673,6 +684,7 @@ SPEC = rt.ExchangeSpec(
             endpoint="public",
             topic=topic_open_interest,
             ack_key=ack_key_open_interest,
+            for_symbols=for_symbols_open_interest,
         ),
         "mark_price": rt.ChannelSpec(
             name="mark_price",

@@ -16,7 +16,7 @@ from runtime.pipeline import Pipeline
 from runtime.rest import RestClient
 from runtime.session import Backoff, Session, State
 from runtime.spec import ExchangeSpec
-from runtime.subscriptions import plan_connections
+from runtime.subscriptions import applies, plan_connections
 from runtime.transport import Transport
 
 log = logging.getLogger("mdgen.collector")
@@ -82,6 +82,21 @@ class Collector:
         plans = plan_connections(
             inst.spec, inst.name, inst.symbols, inst.channels, url_override=inst.url_override
         )
+        spec = inst.spec
+        left_out = [
+            f"{channel}/{symbol}"
+            for channel in inst.channels
+            for symbol in inst.symbols
+            if not applies(
+                spec, spec.channels[channel].source or channel, spec.symbols.raw(symbol), symbol
+            )
+        ]
+        if left_out:
+            log.info(
+                "%s: not subscribed, the channel does not exist for the symbol: %s",
+                inst.name,
+                ", ".join(left_out),
+            )
         rest = self._rest_client(inst.spec)
         return [
             Session(

@@ -136,6 +136,8 @@ class ChannelSpec:
     sync: BookSyncSpec | None = None
     source: str | None = None
     """Set for an ``also`` channel: the channel whose subscription and messages it shares."""
+    for_symbols: Callable[[str, str], bool] | None = None
+    """``(raw, symbol) -> bool``: the symbols the channel exists for (None: every one)."""
 
 
 @dataclass(frozen=True)

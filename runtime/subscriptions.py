@@ -54,6 +54,9 @@ def plan_connections(
 ) -> list[ConnectionPlan]:
     """Split subscriptions by endpoint, then into connections of at most ``max_streams`` each.
 
+    A (channel, symbol) pair whose channel does not exist for the symbol (``for_symbols``) is
+    left out.
+
     A book channel whose snapshots are another channel's records (``sync.snapshot_channel``)
     brings that channel's subscription along, on the same connection, just before its own.
     """
@@ -73,6 +76,8 @@ def plan_connections(
                 continue
             seen.add((channel, symbol))
             raw = spec.symbols.raw(symbol)
+            if not applies(spec, channel, raw, symbol):
+                continue
             unit = [Subscription(channel, raw, symbol)]
             if source is not None and (source, symbol) not in seen:
                 seen.add((source, symbol))
@@ -93,6 +98,12 @@ def plan_connections(
             fed = feeds_only & {sub.channel for sub in chunk}
             plans.append(ConnectionPlan(name, endpoint, urls, tuple(chunk), frozenset(fed)))
     return plans
+
+
+def applies(spec: ExchangeSpec, channel: str, raw: str, symbol: str) -> bool:
+    """Does ``channel`` exist for ``symbol`` (its descriptor's ``for_symbols``)?"""
+    rule = spec.channels[channel].for_symbols
+    return rule is None or rule(raw, symbol)
 
 
 def _snapshot_channel(spec: ExchangeSpec, channel: str) -> str | None:

@@ -315,3 +315,22 @@ def test_default_channels_are_all_acked_against_the_real_capture(exchange: str) 
         assert stats.subscribe_failures == 0 and not stats.reconnects
         assert stats.unrecognized == 0 and stats.malformed == 0
     assert _data(sink), "no record arrived"
+
+
+def test_for_symbols_leaves_out_channels_a_symbol_does_not_have() -> None:
+    """OKX funding exists for swaps only, open interest for swaps, futures and options."""
+    from runtime.subscriptions import plan_connections
+
+    spec = load_spec("okx")
+    symbols = ["BTC-USDT", "BTC-USD-PERP", "BTC-USD-20220527"]
+    (plan,) = plan_connections(spec, "okx", symbols, ["trades", "funding", "open_interest"])
+    pairs = [(s.channel, s.raw) for s in plan.subscriptions]
+    assert pairs == [
+        ("trades", "BTC-USDT"),
+        ("trades", "BTC-USD-SWAP"),
+        ("trades", "BTC-USD-220527"),
+        ("funding", "BTC-USD-SWAP"),
+        ("open_interest", "BTC-USD-SWAP"),
+        ("open_interest", "BTC-USD-220527"),
+    ]
+    assert spec.channels["trades"].for_symbols is None
