@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import types
 from pathlib import Path
+from typing import Any
 
 import pytest
 from syrupy.assertion import SnapshotAssertion
@@ -42,3 +43,17 @@ def load_module(name: str, source: str) -> types.ModuleType:
     module = types.ModuleType(name)
     exec(compile(source, f"<generated {name}>", "exec"), module.__dict__)
     return module
+
+
+def replay_clean(exchange: str, capture: Path) -> list[dict[str, Any]]:
+    """Every record ``mdgen replay`` makes of ``capture``, asserting no frame was left
+    unrecognized or malformed (the failure lists the first problems)."""
+    from runtime.registry import load_spec
+    from runtime.replay import replay_lines
+
+    with capture.open("rb") as lines:
+        records, report = replay_lines(load_spec(exchange), lines)
+        out = [record for _, record in records]
+    problems = "\n".join(f"line {p.line}: {p.reason}: {p.text}" for p in report.samples)
+    assert report.unrecognized == 0 and report.malformed == 0, problems
+    return out

@@ -27,7 +27,7 @@ from runtime.session import Backoff
 from runtime.sinks import MemorySink
 from runtime.spec import ExchangeSpec
 from runtime.transport import make_transport
-from tests.conftest import ROOT
+from tests.conftest import ROOT, replay_clean
 
 CAPTURES = ROOT / "tests" / "fixtures" / "captures"
 VENUES = ["binance_futures", "bybit", "gemini", "kucoin", "bitflyer", "gmo"]
@@ -359,12 +359,7 @@ def _capture(exchange: str) -> Path:
 
 
 def _replay(exchange: str) -> list[dict[str, Any]]:
-    with _capture(exchange).open("rb") as lines:
-        records, report = replay_lines(load_spec(exchange), lines)
-        out = [record for _, record in records]
-    problems = "\n".join(f"line {p.line}: {p.reason}: {p.text}" for p in report.samples)
-    assert report.unrecognized == 0 and report.malformed == 0, problems
-    return out
+    return replay_clean(exchange, _capture(exchange))
 
 
 @pytest.mark.parametrize("exchange", VENUES)

@@ -36,14 +36,13 @@ from runtime.config import default_channels
 from runtime.mock import MockExchange
 from runtime.pipeline import Pipeline
 from runtime.registry import load_spec
-from runtime.replay import replay_lines
 from runtime.run import capture_symbols
 from runtime.session import Backoff
 from runtime.sinks import MemorySink
 from runtime.spec import Context
 from runtime.subscriptions import needs_subscribing, normalize
 from runtime.transport import make_transport
-from tests.conftest import ROOT
+from tests.conftest import ROOT, replay_clean
 from tests.crosscheck import require_captures
 
 FIXTURES = ROOT / "tests" / "fixtures" / "derivatives"
@@ -140,12 +139,7 @@ def _fixture(exchange: str) -> Path:
 
 
 def _replay(exchange: str) -> list[dict[str, Any]]:
-    with _fixture(exchange).open("rb") as lines:
-        records, report = replay_lines(load_spec(exchange), lines)
-        out = [record for _, record in records]
-    problems = "\n".join(f"line {p.line}: {p.reason}: {p.text}" for p in report.samples)
-    assert report.unrecognized == 0 and report.malformed == 0, problems
-    return out
+    return replay_clean(exchange, _fixture(exchange))
 
 
 @pytest.mark.parametrize("exchange", VENUES)
