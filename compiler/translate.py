@@ -100,6 +100,7 @@ BUILTINS: dict[str, Builtin] = {
     "starts_with": Builtin(2, 2, "rt.starts_with({0}, {1})"),
     "ends_with": Builtin(2, 2, "rt.ends_with({0}, {1})"),
     "has": Builtin(2, 2, "rt.has({0}, {1})"),
+    "flatten": Builtin(1, 1, "rt.flatten({0})"),
     "lookup": Builtin(2, 2, "rt.lookup({0}, {1})"),
     "levels": Builtin(1, 2, "rt.levels({0})"),
     "sym": Builtin(1, 1, "SYMBOLS.canonical({0})"),

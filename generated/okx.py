@@ -243,6 +243,49 @@ def parse_mark_price(m: Any, ts_recv: int, ctx: rt.Context) -> list[rt.Record]:
     return out
 
 
+def topic_liquidations(raw: str, symbol: str) -> Any:
+    """The subscription topic of channel 'liquidations' for one symbol."""
+    return {
+        "channel": "liquidation-orders",
+        "instType": "SWAP" if rt.ends_with(raw, "-SWAP") else "FUTURES",
+    }
+
+
+def for_symbols_liquidations(raw: str, symbol: str) -> bool:
+    """Does channel 'liquidations' exist for this symbol?"""
+    return bool(rt.ends_with(raw, "-SWAP") or len(raw.split("-")) == 3)
+
+
+def ack_key_liquidations(raw: str, symbol: str, key: Any) -> Any:
+    """What an ACK for channel 'liquidations' and one symbol is matched on."""
+    return "liquidation-orders:" + ("SWAP" if rt.ends_with(raw, "-SWAP") else "FUTURES")
+
+
+def parse_liquidations(m: Any, ts_recv: int, ctx: rt.Context) -> list[rt.Record]:
+    """Records of channel 'liquidations' (kind liquidations) from one message."""
+    out: list[rt.Record] = []
+    for it in rt.flatten(
+        [[{**d, **{"instId": x["instId"]}} for d in x["details"]] for x in m["data"]]
+    ):
+        symbol_raw = it["instId"]
+        out.append(
+            {
+                "exchange": EXCHANGE,
+                "channel": "liquidations",
+                "symbol": SYMBOLS.canonical(symbol_raw),
+                "symbol_raw": symbol_raw,
+                "ts_exchange": rt.ts_ms(it["ts"]),
+                "ts_recv": ts_recv,
+                "seq": None,
+                "price": rt.dec(it["bkPx"]),
+                "size": rt.dec(it["sz"]),
+                "side": it["side"],
+                "order_id": None,
+            }
+        )
+    return out
+
+
 def topic_candles(raw: str, symbol: str) -> Any:
     """The subscription topic of channel 'candles' for one symbol."""
     return {"channel": "candle1m", "instId": raw}
@@ -444,12 +487,14 @@ def route(m: Any, ctx: rt.Context) -> int:
         return 8
     if _v2 == "mark-price" and rt.has(m, "data"):
         return 9
-    if rt.starts_with(_v2, "candle") and rt.has(m, "data"):
+    if _v2 == "liquidation-orders" and rt.has(m, "data"):
         return 10
-    if _v2 == "orders" and rt.has(m, "data"):
+    if rt.starts_with(_v2, "candle") and rt.has(m, "data"):
         return 11
-    if _v2 == "account" and rt.has(m, "data"):
+    if _v2 == "orders" and rt.has(m, "data"):
         return 12
+    if _v2 == "account" and rt.has(m, "data"):
+        return 13
     return -1
 
 
@@ -475,6 +520,8 @@ def route_public(m: Any, ctx: rt.Context) -> int:
         return 8
     if _v2 == "mark-price" and rt.has(m, "data"):
         return 9
+    if _v2 == "liquidation-orders" and rt.has(m, "data"):
+        return 10
     return -1
 
 
@@ -488,7 +535,7 @@ def route_business(m: Any, ctx: rt.Context) -> int:
     if _v1 == "subscribe":
         return 3
     if rt.starts_with(rt.path(m, "arg", "channel"), "candle") and rt.has(m, "data"):
-        return 10
+        return 11
     return -1
 
 
@@ -505,15 +552,19 @@ def route_private(m: Any, ctx: rt.Context) -> int:
     if _v1 == "subscribe":
         return 3
     if _v2 == "orders" and rt.has(m, "data"):
-        return 11
-    if _v2 == "account" and rt.has(m, "data"):
         return 12
+    if _v2 == "account" and rt.has(m, "data"):
+        return 13
     return -1
 
 
 def ack_key(m: Any) -> Any:
     """ACK rule 'key' applied to an ACK."""
-    return m["arg"]["channel"] + (":" + m["arg"]["instId"] if rt.has(m["arg"], "instId") else "")
+    return m["arg"]["channel"] + (
+        ":" + m["arg"]["instId"]
+        if rt.has(m["arg"], "instId")
+        else ":" + m["arg"]["instType"] if rt.has(m["arg"], "instType") else ""
+    )
 
 
 def error_reason(m: Any) -> Any:
@@ -601,6 +652,7 @@ ROUTES: tuple[rt.Route, ...] = (
     rt.Route("data", "funding", parse_funding),
     rt.Route("data", "open_interest", parse_open_interest),
     rt.Route("data", "mark_price", parse_mark_price),
+    rt.Route("data", "liquidations", parse_liquidations),
     rt.Route("data", "candles", parse_candles),
     rt.Route("data", "orders", dispatch_orders),
     rt.Route("data", "balances", parse_balances),
@@ -692,6 +744,14 @@ SPEC = rt.ExchangeSpec(
             endpoint="public",
             topic=topic_mark_price,
             ack_key=ack_key_mark_price,
+        ),
+        "liquidations": rt.ChannelSpec(
+            name="liquidations",
+            kind="liquidations",
+            endpoint="public",
+            topic=topic_liquidations,
+            ack_key=ack_key_liquidations,
+            for_symbols=for_symbols_liquidations,
         ),
         "candles": rt.ChannelSpec(
             name="candles",

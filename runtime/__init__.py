@@ -20,6 +20,7 @@ from runtime.convert import (
 from runtime.expr import (
     coalesce,
     ends_with,
+    flatten,
     has,
     json_text,
     now_ms,
@@ -82,6 +83,7 @@ __all__ = [
     "dec_abs",
     "dec_add",
     "ends_with",
+    "flatten",
     "get",
     "has",
     "is_negative",

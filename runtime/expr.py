@@ -10,6 +10,13 @@ import orjson
 from runtime.convert import is_negative
 
 
+def flatten(lists: Any) -> list[Any]:
+    """One list of the items of a list of lists (``[[1, 2], [3]]`` -> ``[1, 2, 3]``)."""
+    if not isinstance(lists, list) or not all(isinstance(xs, list) for xs in lists):
+        raise TypeError(f"flatten() needs a list of lists, got {type(lists).__name__}")
+    return [x for xs in lists for x in xs]
+
+
 def has(obj: Any, key: Any) -> bool:
     """True when ``obj`` is an object holding ``key`` (or a list long enough for index ``key``)."""
     if isinstance(obj, dict):

@@ -117,12 +117,19 @@ def normalize(value: Any) -> bytes:
 
 
 def topics_of(spec: ExchangeSpec, subs: list[Subscription]) -> list[Any]:
-    """The topics of ``subs`` that have one (channels without a topic subscribe nothing)."""
+    """The topics of ``subs`` that have one (channels without a topic subscribe nothing), each
+    once: several symbols may share one topic (a venue's per-instrument-type channel)."""
     out = []
+    seen: set[bytes] = set()
     for s in subs:
         topic = spec.channels[s.channel].topic
-        if topic is not None:
-            out.append(topic(s.raw, s.symbol))
+        if topic is None:
+            continue
+        value = topic(s.raw, s.symbol)
+        k = normalize(value)
+        if k not in seen:
+            seen.add(k)
+            out.append(value)
     return out
 
 
@@ -198,8 +205,13 @@ class AckTracker:
                 assert fn is not None
                 key_fn = self.spec.channels[sub.channel].key
                 key = key_fn() if key_fn is not None else None
+                k = normalize(fn(sub.raw, sub.symbol, key))
+                waiting = self.by_topic.get(k)  # a topic several symbols share: one ACK
                 fut: asyncio.Future[AckResult] = loop.create_future()
-                self.by_topic[normalize(fn(sub.raw, sub.symbol, key))] = (fut, now)
+                if waiting is not None and not waiting[0].done():
+                    fut = waiting[0]
+                else:
+                    self.by_topic[k] = (fut, now)
                 result.append((sub, fut))
             return result
         fut = loop.create_future()

@@ -10,13 +10,10 @@ collector run against the local mock exchange must deliver the same records as t
 and the default channel list (which now names channels the real captures lack) must still be
 subscribed and ACKed in full against the mock serving a real capture.
 
-Not done: OKX ``liquidation-orders``. Its subscription is per instrument type
-(``{"channel": "liquidation-orders", "instType": "SWAP"}``) and it pushes every instrument of
-that type, while the runtime subscribes one topic per (channel, symbol) and matches ACKs per
-topic (``AckTracker.by_topic`` holds one waiting subscription per ACK key): two SWAP symbols
-would send the same argument twice and wait for two ACKs under one key, so one never
-resolves and the connection ends in an ACK timeout. Expressing it needs a runtime change
-(topics shared by several symbols, subscribed and ACKed once).
+OKX ``liquidations`` (liquidation-orders) is subscribed per instrument type
+(``{"channel": "liquidation-orders", "instType": "SWAP"}``): one topic several symbols share,
+sent once and ACKed once, and each push carries every instrument of that type, two lists deep
+(``flatten``).
 """
 
 from __future__ import annotations
@@ -100,6 +97,17 @@ EXPECTED: dict[str, list[dict[str, Any]]] = {
             "volume": "67632347.24399722",  # derivatives: volCcy, not contracts
             "closed": True,
         },
+        {
+            "channel": "liquidations",
+            "symbol": "MINA-USDT-PERP",
+            "symbol_raw": "MINA-USDT-SWAP",
+            "ts_exchange": 1789678209470 * MS,
+            "price": "0.09859",  # bkPx, the bankruptcy price
+            "size": "10975",  # contracts
+            "side": "buy",  # the liquidation order closes a short
+        },
+        {"channel": "liquidations", "symbol": "BTC-USDT-PERP", "size": "3", "side": "sell"},
+        {"channel": "liquidations", "symbol": "BTC-USDT-PERP", "size": "12", "price": "61230.1"},
     ],
     "kraken": [
         {
@@ -129,7 +137,7 @@ EXPECTED: dict[str, list[dict[str, Any]]] = {
 }
 
 NEW_CHANNELS = {
-    "okx": {"funding", "open_interest", "mark_price", "candles"},
+    "okx": {"funding", "open_interest", "mark_price", "candles", "liquidations"},
     "kraken": {"candles"},
 }
 
@@ -328,3 +336,26 @@ def test_for_symbols_leaves_out_channels_a_symbol_does_not_have() -> None:
         ("open_interest", "BTC-USD-220527"),
     ]
     assert spec.channels["trades"].for_symbols is None
+
+
+def test_a_topic_several_symbols_share_is_sent_once_and_acked_once() -> None:
+    from runtime.subscriptions import AckTracker, plan_connections, subscribe_messages
+
+    spec = load_spec("okx")
+    symbols = ["BTC-USDT-PERP", "ETH-USDT-PERP", "BTC-USD-20220527"]
+    (plan,) = plan_connections(spec, "okx", symbols, ["liquidations"])
+    ids = iter(range(1, 100))
+    (out,) = subscribe_messages(spec, list(plan.subscriptions), lambda: next(ids))
+    swap = {"channel": "liquidation-orders", "instType": "SWAP"}
+    futures = {"channel": "liquidation-orders", "instType": "FUTURES"}
+    assert out.payload["args"] == [swap, futures]
+
+    async def main() -> list[bool]:
+        tracker = AckTracker(spec, lambda: 0.0)
+        waits = tracker.expect(out)
+        assert len(waits) == 3 and len({id(f) for _, f in waits}) == 2
+        assert tracker.on_ack({"event": "subscribe", "arg": swap, "connId": "x"})
+        assert tracker.on_ack({"event": "subscribe", "arg": futures, "connId": "x"})
+        return [f.done() and f.result().ok for _, f in waits]
+
+    assert asyncio.run(main()) == [True, True, True]

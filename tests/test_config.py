@@ -39,7 +39,16 @@ from runtime.registry import exchanges, load_spec
 ROOT = Path(__file__).resolve().parents[1]
 BINANCE_CHANNELS = ["trades", "agg_trades", "book", "ticker", "candles"]  # no private ones
 # the default: the private channels are left out
-OKX_CHANNELS = ["trades", "book", "ticker", "funding", "open_interest", "mark_price", "candles"]
+OKX_CHANNELS = [
+    "trades",
+    "book",
+    "ticker",
+    "funding",
+    "open_interest",
+    "mark_price",
+    "liquidations",
+    "candles",
+]
 KNOWN = ", ".join(sorted(exchanges()))  # every generated module, as E408 lists them
 
 BINANCE = """\
@@ -885,7 +894,7 @@ def test_cli_channels_are_checked_against_every_exchange(folder: Path) -> None:
         exchanges=["binance", "okx"], symbols=["BTC-USDT"], channels=["agg_trades"]
     )
     assert cli_failure(overrides, "") == expected(f"""
-        {COMMAND_LINE}:1:53: error[E409]: exchange 'okx' has no channel 'agg_trades'; did you mean 'trades'? (channels: trades, book, ticker, funding, open_interest, mark_price, candles, orders, fills, balances)
+        {COMMAND_LINE}:1:53: error[E409]: exchange 'okx' has no channel 'agg_trades'; did you mean 'trades'? (channels: trades, book, ticker, funding, open_interest, mark_price, liquidations, candles, orders, fills, balances)
           at --channels
             1 | mdgen run binance okx --symbols BTC-USDT --channels agg_trades
               |                                                     ^^^^^^^^^^

@@ -217,7 +217,16 @@ def test_subscribe_before_login_is_rejected_by_the_mock(spec: ExchangeSpec, cred
 
 
 def test_private_channels_are_collected_only_when_named(spec: ExchangeSpec) -> None:
-    public = ["trades", "book", "ticker", "funding", "open_interest", "mark_price", "candles"]
+    public = [
+        "trades",
+        "book",
+        "ticker",
+        "funding",
+        "open_interest",
+        "mark_price",
+        "liquidations",
+        "candles",
+    ]
     assert default_channels(spec) == public
     assert {"orders", "fills", "balances"} <= set(spec.channels)
     assert spec.channels["fills"].source == "orders"

@@ -260,6 +260,7 @@ BUILTIN_CASES: dict[str, list[tuple[str, str]]] = {
     "dec": [("dec(x)", "rt.dec(x)")],
     "dec_abs": [("dec_abs(x)", "rt.dec_abs(x)")],
     "dec_add": [("dec_add(x, y)", "rt.dec_add(x, y)")],
+    "flatten": [("flatten(x)", "rt.flatten(x)")],
     "is_negative": [("is_negative(x)", "rt.is_negative(x)")],
     "side_sign": [("side_sign(x)", "rt.side_from_sign(x)")],
     "ts_s": [("ts_s(x)", "rt.ts_s(x)")],
