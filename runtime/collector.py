@@ -16,7 +16,7 @@ from runtime.pipeline import Pipeline
 from runtime.rest import RestClient
 from runtime.session import Backoff, Session, State
 from runtime.spec import ExchangeSpec
-from runtime.subscriptions import applies, plan_connections
+from runtime.subscriptions import plan_connections
 from runtime.transport import Transport
 
 log = logging.getLogger("mdgen.collector")
@@ -68,9 +68,9 @@ class Collector:
         self.rest_transport = rest_transport
         self.shutdown_timeout = shutdown_timeout
         self.unflushed = 0
+        """Envelopes accepted but not written because the shutdown deadline passed."""
         self.symbol_reports: dict[str, SymbolReport] = {}
         """What loading symbol overrides did, by exchange (set by ``mdgen run``; metrics)."""
-        """Envelopes accepted but not written because the shutdown deadline passed."""
         self._clients: list[RestClient] = []
         self.transport = transport
         self.pipeline = pipeline
@@ -82,14 +82,13 @@ class Collector:
         plans = plan_connections(
             inst.spec, inst.name, inst.symbols, inst.channels, url_override=inst.url_override
         )
-        spec = inst.spec
-        left_out = [
+        planned = {(sub.channel, sub.symbol) for plan in plans for sub in plan.subscriptions}
+        channels = inst.spec.channels
+        left_out = [  # for_symbols said no (an ``also`` channel rides on its parent)
             f"{channel}/{symbol}"
             for channel in inst.channels
             for symbol in inst.symbols
-            if not applies(
-                spec, spec.channels[channel].source or channel, spec.symbols.raw(symbol), symbol
-            )
+            if (channels[channel].source or channel, symbol) not in planned
         ]
         if left_out:
             log.info(

@@ -275,26 +275,6 @@ class Signer:
 
     # -- WebSocket login --------------------------------------------------------------------
 
-    def login_args(self, timestamp: str | int | None = None) -> dict[str, str]:
-        """Arguments of a WebSocket login (passphrase style): apiKey, passphrase, timestamp, sign.
-
-        ``sign`` is base64(HMAC-SHA256(timestamp + login_method + login_path)); the timestamp
-        defaults to now in ``params.login_timestamp_format`` (epoch seconds).
-        """
-        if self._passphrase is None:
-            raise SigningError(
-                "a WebSocket login needs a passphrase: the descriptor's signing section sets "
-                "no passphrase_env"
-            )
-        p = self.params
-        ts = str(timestamp) if timestamp is not None else self.timestamp(p.login_timestamp_format)
-        return {
-            "apiKey": self._key.reveal(),
-            "passphrase": self._passphrase.reveal(),
-            "timestamp": ts,
-            "sign": self.sign_base64(prehash(ts, p.login_method, p.login_path)),
-        }
-
     def login_values(self, timestamp: str | int | None = None) -> dict[str, str | None]:
         """Variables of a descriptor's login message: api_key, passphrase (None when the
         signing section names no passphrase), timestamp and sign.
@@ -316,7 +296,8 @@ class Signer:
         return {"api_key": key, "passphrase": passphrase, "timestamp": ts, "sign": sign}
 
 
-def _key_header(signing: SigningSpec) -> str:
+def key_header_of(signing: SigningSpec) -> str:
+    """The HTTP header that carries the API key of ``signing`` (its own, or the default)."""
     return signing.key_header or SigningParams.key_header
 
 
@@ -328,11 +309,11 @@ def login_signer(signing: SigningSpec, login: LoginSpec) -> Signer:
         login_timestamp_format=login.timestamp_format,
         login_payload=login.sign_payload,
         login_encoding=login.sign_encoding,
-        key_header=_key_header(signing),
+        key_header=key_header_of(signing),
     )
     return Signer(signing, params)
 
 
 def rest_signer(signing: SigningSpec) -> Signer:
     """A Signer for a descriptor's REST endpoints (``signed`` or ``api_key``)."""
-    return Signer(signing, SigningParams(key_header=_key_header(signing)))
+    return Signer(signing, SigningParams(key_header=key_header_of(signing)))

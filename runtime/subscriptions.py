@@ -207,10 +207,10 @@ class AckTracker:
                 key = key_fn() if key_fn is not None else None
                 k = normalize(fn(sub.raw, sub.symbol, key))
                 waiting = self.by_topic.get(k)  # a topic several symbols share: one ACK
-                fut: asyncio.Future[AckResult] = loop.create_future()
                 if waiting is not None and not waiting[0].done():
                     fut = waiting[0]
                 else:
+                    fut = loop.create_future()
                     self.by_topic[k] = (fut, now)
                 result.append((sub, fut))
             return result

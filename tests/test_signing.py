@@ -213,28 +213,27 @@ def test_invalid_base64_secret_is_named_not_shown(creds: pytest.MonkeyPatch) -> 
 # -- WebSocket login ----------------------------------------------------------------------------
 
 
-def test_login_args(creds: pytest.MonkeyPatch) -> None:
+def test_login_values(creds: pytest.MonkeyPatch) -> None:
     creds.setenv(KEY_ENV, "985d5b66-57ce-40fb-b714-afc0b9787083")
     creds.setenv(SECRET_ENV, OKX_SECRET)
-    args = Signer(B64).login_args("1538054050")
-    assert args == {
-        "apiKey": "985d5b66-57ce-40fb-b714-afc0b9787083",
+    values = Signer(B64).login_values("1538054050")
+    assert values == {
+        "api_key": "985d5b66-57ce-40fb-b714-afc0b9787083",
         "passphrase": "123456",
         "timestamp": "1538054050",
         "sign": reference_b64(OKX_SECRET, "1538054050GET/users/self/verify"),
     }
-    assert args["sign"] == "+LdIr8lkkvhr5hoA3g9TMC0+uQJ849ftAcocA/ouu4M="
+    assert values["sign"] == "+LdIr8lkkvhr5hoA3g9TMC0+uQJ849ftAcocA/ouu4M="
 
 
-def test_login_args_timestamp_defaults_to_epoch_seconds(creds: pytest.MonkeyPatch) -> None:
-    args = Signer(B64, clock=lambda: 1538054050.9).login_args()
-    assert args["timestamp"] == "1538054050"
-    assert args["sign"] == reference_b64(BN_SECRET, "1538054050GET/users/self/verify")
+def test_login_timestamp_defaults_to_epoch_seconds(creds: pytest.MonkeyPatch) -> None:
+    values = Signer(B64, clock=lambda: 1538054050.9).login_values()
+    assert values["timestamp"] == "1538054050"
+    assert values["sign"] == reference_b64(BN_SECRET, "1538054050GET/users/self/verify")
 
 
-def test_login_needs_a_passphrase(creds: pytest.MonkeyPatch) -> None:
-    with pytest.raises(SigningError, match="passphrase"):
-        Signer(HEX).login_args(1)
+def test_login_without_passphrase_gives_none(creds: pytest.MonkeyPatch) -> None:
+    assert Signer(HEX).login_values(1)["passphrase"] is None
 
 
 # -- credentials --------------------------------------------------------------------------------

@@ -100,7 +100,7 @@ from runtime.mock.capture import (
 )
 from runtime.mock.rest import HttpServer, Reply, RestIndex
 from runtime.replay import PARSE_ERRORS
-from runtime.signing import Signer, SigningError, SigningParams, login_signer
+from runtime.signing import Signer, SigningError, key_header_of, login_signer
 from runtime.spec import ExchangeSpec, MockLoginSpec, MockRequestSpec, MockSpec
 
 log = logging.getLogger(__name__)
@@ -726,7 +726,7 @@ class MockExchange:
             for ep in rest.endpoints.values()
         ):
             return None
-        header = (signing.key_header or SigningParams.key_header).lower()
+        header = key_header_of(signing).lower()
         expected = os.environ.get(signing.key_env, "")
         given = headers.get(header, "")
         if expected and hmac.compare_digest(given.encode(), expected.encode()):

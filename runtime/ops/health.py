@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from runtime.ops.logs import redact
 from runtime.ops.observe import ObservedSink
 from runtime.spec import API_VERSION
+from runtime.subscriptions import needs_subscribing
 
 if TYPE_CHECKING:
     from runtime.collector import Collector, Instance
@@ -386,5 +387,4 @@ def _round(value: float | None) -> float | None:
 
 def _event_driven(session: Session) -> bool:
     """Does the connection carry only channels without a topic (a user data stream)?"""
-    channels = session.spec.channels
-    return all(channels[sub.channel].topic is None for sub in session.plan.subscriptions)
+    return not needs_subscribing(session.spec, session.plan.subscriptions)
