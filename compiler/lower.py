@@ -293,13 +293,7 @@ class Lowerer:
         if login is not None:
             if d.signing is None:
                 self.error(("websocket", "login"), "E308", "a login needs a [signing] section")
-            for i, ep_name in enumerate(login.endpoints):
-                if ep_name not in d.websocket.endpoints:
-                    self.error(
-                        ("websocket", "login", "endpoints", i),
-                        "E304",
-                        f"endpoint '{ep_name}' is not defined in [websocket.endpoints]",
-                    )
+            self._check_ws_endpoints(("websocket", "login", "endpoints"), login.endpoints)
         if d.mock is not None and d.mock.login is not None and login is None:
             self.error(("mock", "login"), "E308", "[mock.login] needs a [websocket.login] section")
         if d.signing is None and any(ep.signed or ep.api_key for ep in rest_eps.values()):
@@ -363,13 +357,7 @@ class Lowerer:
         if ws.ack is not None:
             self._route(routes, ("websocket", "ack", "match"), ws.ack.match, 'rt.Route("ack")')
         scoped = frozenset(ws.control.endpoints) if ws.control.endpoints else None
-        for i, ep_name in enumerate(ws.control.endpoints):
-            if ep_name not in ws.endpoints:
-                self.error(
-                    ("websocket", "control", "endpoints", i),
-                    "E304",
-                    f"endpoint '{ep_name}' is not defined in [websocket.endpoints]",
-                )
+        self._check_ws_endpoints(("websocket", "control", "endpoints"), ws.control.endpoints)
         for kind in ("reconnect", "heartbeat", "info"):
             source = getattr(ws.control, kind)
             if source is not None:
@@ -1226,6 +1214,16 @@ class Lowerer:
             )
         return _call("rt.MockLoginSpec", **fns)
 
+    def _check_ws_endpoints(self, path: TomlPath, names: list[str]) -> None:
+        """E304 for each name in the list at ``path`` that is not a WebSocket endpoint."""
+        for i, ep_name in enumerate(names):
+            if ep_name not in self.desc.websocket.endpoints:
+                self.error(
+                    (*path, i),
+                    "E304",
+                    f"endpoint '{ep_name}' is not defined in [websocket.endpoints]",
+                )
+
     def _check_session_setup(self) -> None:
         """Bootstrap endpoints, keep-alive, login payload, and channels without a topic."""
         d = self.desc
@@ -1233,13 +1231,7 @@ class Lowerer:
         rest_eps = d.rest.endpoints if d.rest else {}
         boot = ws.bootstrap
         if boot is not None:
-            for i, ep_name in enumerate(boot.endpoints):
-                if ep_name not in ws.endpoints:
-                    self.error(
-                        ("websocket", "bootstrap", "endpoints", i),
-                        "E304",
-                        f"endpoint '{ep_name}' is not defined in [websocket.endpoints]",
-                    )
+            self._check_ws_endpoints(("websocket", "bootstrap", "endpoints"), boot.endpoints)
             keep = boot.keepalive
             if keep is not None and keep.endpoint not in rest_eps:
                 self.error(
